@@ -1,0 +1,5 @@
+import sys
+
+from wslb.cli import main
+
+sys.exit(main())

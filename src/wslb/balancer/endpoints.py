@@ -1,0 +1,141 @@
+"""Endpoint state and the balancing policies, pure: the clock is passed in, nothing does I/O.
+
+``EndpointState`` is one worker's view of one address: active-check health (with consecutive
+success / failure thresholds), passive ejection after failed connects (nginx's max_fails /
+fail_timeout), and the count of in-flight requests plus open tunnels that ``least_connections``
+balances on.
+
+Policies:
+
+* ``round_robin``: nginx's smooth weighted round robin. Each pick adds every candidate's weight to
+  its running score, takes the highest, and subtracts the total from the winner: weights 5,1,1
+  give a a b a c a a, never a burst.
+* ``least_connections``: fewest ``active / weight``; ties go to smooth round robin among them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class EndpointState:
+    __slots__ = (
+        "_checks_failed",
+        "_checks_ok",
+        "_fail_times",
+        "_score",
+        "active",
+        "address",
+        "draining",
+        "ejected_until",
+        "healthy",
+        "host",
+        "port",
+        "weight",
+    )
+
+    def __init__(self, host: str, port: int, weight: int = 1) -> None:
+        self.host = host
+        self.port = port
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.weight = weight
+        self.healthy = True
+        self.ejected_until = 0.0
+        self.active = 0
+        self.draining = False
+        self._score = 0
+        self._checks_ok = 0
+        self._checks_failed = 0
+        self._fail_times: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.address} healthy={self.healthy} active={self.active}>"
+
+    def available(self, now: float) -> bool:
+        return self.healthy and not self.draining and self.ejected_until <= now
+
+    # ---- active health checks
+    def record_check(self, ok: bool, healthy_threshold: int, unhealthy_threshold: int) -> bool:
+        """Feed one active check result; returns True when the health state changed."""
+        if ok:
+            self._checks_failed = 0
+            self._checks_ok += 1
+            if not self.healthy and self._checks_ok >= healthy_threshold:
+                self.healthy = True
+                self.ejected_until = 0.0
+                return True
+        else:
+            self._checks_ok = 0
+            self._checks_failed += 1
+            if self.healthy and self._checks_failed >= unhealthy_threshold:
+                self.healthy = False
+                return True
+        return False
+
+    # ---- passive ejection
+    def record_failure(self, now: float, max_fails: int, fail_timeout: float) -> bool:
+        """A connect failed; returns True when this ejects the endpoint."""
+        if max_fails <= 0:
+            return False
+        times = [t for t in self._fail_times if now - t < fail_timeout]
+        times.append(now)
+        self._fail_times = times
+        if len(times) >= max_fails:
+            self._fail_times = []
+            self.ejected_until = now + fail_timeout
+            return True
+        return False
+
+    def record_success(self) -> None:
+        if self._fail_times:
+            self._fail_times = []
+
+
+def _smooth_pick(candidates: Sequence[EndpointState]) -> EndpointState:
+    total = 0
+    best: EndpointState | None = None
+    for ep in candidates:
+        ep._score += ep.weight
+        total += ep.weight
+        if best is None or ep._score > best._score:
+            best = ep
+    assert best is not None
+    best._score -= total
+    return best
+
+
+def pick_round_robin(
+    endpoints: Sequence[EndpointState], now: float, exclude: EndpointState | None = None
+) -> EndpointState | None:
+    candidates = [ep for ep in endpoints if ep is not exclude and ep.available(now)]
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    return _smooth_pick(candidates)
+
+
+def pick_least_connections(
+    endpoints: Sequence[EndpointState], now: float, exclude: EndpointState | None = None
+) -> EndpointState | None:
+    best: list[EndpointState] = []
+    for ep in endpoints:
+        if ep is exclude or not ep.available(now):
+            continue
+        if not best:
+            best = [ep]
+            continue
+        # compare active/weight without floats: a/w < b/v  <=>  a*v < b*w
+        lhs, rhs = ep.active * best[0].weight, best[0].active * ep.weight
+        if lhs < rhs:
+            best = [ep]
+        elif lhs == rhs:
+            best.append(ep)
+    if not best:
+        return None
+    if len(best) == 1:
+        return best[0]
+    return _smooth_pick(best)
+
+
+POLICIES = {"round_robin": pick_round_robin, "least_connections": pick_least_connections}

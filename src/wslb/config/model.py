@@ -1,0 +1,320 @@
+"""Immutable configuration specs: what the YAML (or, later, the manifests) mean.
+
+Pure: no asyncio, no sockets, no ssl. Every model is frozen and forbids unknown keys, so a typo in a
+config file is an error that names the key, never a silently ignored setting.
+
+Defaults, and where they come from (nginx / HAProxy / DigitalOcean, checked in their docs):
+
+=========================  ==========  ==========================================================
+setting                    default     reference
+=========================  ==========  ==========================================================
+timeouts.connect           5 s         issue; nginx proxy_connect_timeout is 60 s, HAProxy has none
+timeouts.read              60 s        nginx proxy_read_timeout 60 s (between two reads upstream)
+timeouts.send              60 s        nginx proxy_send_timeout 60 s (between two writes upstream)
+timeouts.tunnel            3600 s      HAProxy ``timeout tunnel``; WebSockets after the 101
+client.keepalive_timeout   60 s        DO http-idle-timeout 60 s (nginx keepalive_timeout 75 s)
+client.header_timeout      10 s        HAProxy ``timeout http-request`` as its manual recommends
+client.body_timeout        60 s        nginx client_body_timeout 60 s (between two reads)
+client.send_timeout        60 s        nginx send_timeout 60 s (between two writes)
+client.max_body_size       1 MiB       nginx client_max_body_size 1m (0 = unlimited)
+client.max_uri_size        8 KiB       nginx large_client_header_buffers 4 8k (one buffer)
+client.max_header_size     32 KiB      nginx large_client_header_buffers 4 8k (all buffers)
+client.max_headers         100         HAProxy tune.http.maxhdr 101
+health.type                tcp         DO do-loadbalancer-healthcheck-protocol default
+health.interval            3 s         DO check-interval-seconds 3 (HAProxy inter 2 s)
+health.timeout             5 s         DO response-timeout-seconds 5 (HAProxy: inter)
+health.unhealthy_threshold 3           DO unhealthy-threshold 3, HAProxy fall 3
+health.healthy_threshold   2           HAProxy rise 2 (DO: 5; a recovered pod returns sooner)
+passive.max_fails          1           nginx max_fails=1
+passive.fail_timeout       10 s        nginx fail_timeout=10s
+keepalive.enabled          false       DO enable-backend-keepalive false (one request each)
+keepalive.max_idle         32          nginx ``keepalive 32`` as its docs show
+keepalive.idle_timeout     60 s        nginx upstream keepalive_timeout 60 s
+keepalive.max_requests     1000        nginx keepalive_requests 1000
+=========================  ==========  ==========================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from wslb.config.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); raises ValueError."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{value!r} is not [ipv6]:port")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{value!r} is not host:port")
+        if ":" in host:
+            raise ValueError(f"{value!r}: write IPv6 addresses as [addr]:port")
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return host, int(port_s)
+
+
+# --------------------------------------------------------------------------- timeouts, limits
+
+
+class TimeoutsSpec(Spec):
+    """Upstream-side timeouts of a backend (a route may override any of them)."""
+
+    connect: Duration = 5.0
+    read: Duration = 60.0
+    send: Duration = 60.0
+    tunnel: Duration = 3600.0
+
+
+class TimeoutsOverride(Spec):
+    connect: Duration | None = None
+    read: Duration | None = None
+    send: Duration | None = None
+    tunnel: Duration | None = None
+
+    def apply(self, base: TimeoutsSpec) -> TimeoutsSpec:
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return base.model_copy(update=changes) if changes else base
+
+
+class ClientSpec(Spec):
+    """Downstream-side timeouts and limits of a listener."""
+
+    keepalive_timeout: Duration = 60.0
+    header_timeout: Duration = 10.0
+    body_timeout: Duration = 60.0
+    send_timeout: Duration = 60.0
+    max_body_size: Size = 1024 * 1024
+    max_uri_size: Size = 8 * 1024
+    max_header_size: Size = 32 * 1024
+    max_headers: int = Field(default=100, ge=1, le=10000)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+class CertificateSpec(Spec):
+    certificate: str = Field(description="PEM file: the certificate chain, leaf first")
+    key: str = Field(description="PEM file: the private key")
+
+
+class ListenerTLSSpec(Spec):
+    """TLS termination. ``certificate``/``key`` is shorthand for one entry of ``certificates``;
+    with several, SNI picks the one whose names match and the first is the default."""
+
+    certificate: str | None = None
+    key: str | None = None
+    certificates: tuple[CertificateSpec, ...] = ()
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ListenerTLSSpec:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("give both certificate and key")
+        if self.certificate is None and not self.certificates:
+            raise ValueError("a TLS listener needs certificate and key (or certificates)")
+        return self
+
+    def all_certificates(self) -> tuple[CertificateSpec, ...]:
+        first: tuple[CertificateSpec, ...] = ()
+        if self.certificate is not None and self.key is not None:
+            first = (CertificateSpec(certificate=self.certificate, key=self.key),)
+        return first + self.certificates
+
+
+class UpstreamTLSSpec(Spec):
+    """TLS towards the endpoints of an ``https`` backend. Like DigitalOcean's load balancer and
+    nginx (proxy_ssl_verify off), the certificate is not verified unless ``verify`` is set."""
+
+    verify: bool = False
+    ca_file: str | None = None
+    server_name: str | None = None
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class EndpointSpec(Spec):
+    address: str
+    weight: int = Field(default=1, ge=1, le=256)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        split_host_port(v)
+        return v
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.address)[1]
+
+
+def _endpoint(value: object) -> object:
+    return {"address": value} if isinstance(value, str) else value
+
+
+class HealthSpec(Spec):
+    enabled: bool = True
+    type: Literal["tcp", "http", "https"] = "tcp"
+    path: str = "/"
+    host: str | None = None
+    interval: Duration = 3.0
+    timeout: Duration = 5.0
+    healthy_threshold: int = Field(default=2, ge=1, le=100)
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("the health check path must start with '/'")
+        return v
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0")
+        return v
+
+
+class PassiveHealthSpec(Spec):
+    """Passive ejection, as nginx's max_fails / fail_timeout: after ``max_fails`` failed connects
+    within ``fail_timeout``, the endpoint gets no traffic for ``fail_timeout``."""
+
+    max_fails: int = Field(default=1, ge=0, le=1000)
+    fail_timeout: Duration = 10.0
+
+
+class KeepaliveSpec(Spec):
+    enabled: bool = False
+    max_idle: int = Field(default=32, ge=1, le=100000)
+    idle_timeout: Duration = 60.0
+    max_requests: int = Field(default=1000, ge=1)
+
+
+class BackendSpec(Spec):
+    name: str = Field(min_length=1)
+    protocol: Literal["http", "https", "tcp"] = "http"
+    endpoints: tuple[Annotated[EndpointSpec, BeforeValidator(_endpoint)], ...] = ()
+    balance: Literal["round_robin", "least_connections"] = "round_robin"
+    timeouts: TimeoutsSpec = TimeoutsSpec()
+    keepalive: KeepaliveSpec = KeepaliveSpec()
+    health: HealthSpec = HealthSpec()
+    passive: PassiveHealthSpec = PassiveHealthSpec()
+    tls: UpstreamTLSSpec = UpstreamTLSSpec()
+    proxy_protocol: Literal["v1", "v2"] | None = None
+    retry_after: int = Field(default=5, ge=0, description="Retry-After seconds on 503")
+
+
+# --------------------------------------------------------------------------- routes, listeners
+
+
+class RouteSpec(Spec):
+    host: str | None = None
+    path: str = "/"
+    path_type: Literal["prefix", "exact"] = "prefix"
+    backend: str
+    listeners: tuple[str, ...] | None = None
+    timeouts: TimeoutsOverride = TimeoutsOverride()
+    max_body_size: Size | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().lower()
+        if not v:
+            raise ValueError("host cannot be empty (leave it out to match any host)")
+        label = v[2:] if v.startswith("*.") else v
+        if "*" in label or "/" in label or ":" in label or " " in label:
+            raise ValueError(f"{v!r}: a host is a DNS name, optionally with one leading '*.' label")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("a path must start with '/'")
+        return v
+
+
+class ListenerSpec(Spec):
+    name: str = Field(min_length=1)
+    address: str = "0.0.0.0"
+    port: int = Field(ge=0, le=65535)
+    protocol: Literal["tcp", "http", "https"]
+    tls: ListenerTLSSpec | None = None
+    backend: str | None = Field(default=None, description="tcp listeners: where bytes go")
+    proxy_protocol: bool = Field(default=False, description="expect a PROXY v1/v2 header")
+    trusted_proxies: tuple[str, ...] = ()
+    client: ClientSpec = ClientSpec()
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if v != "localhost":
+                raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or CIDR range") from None
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> ListenerSpec:
+        if self.protocol == "https" and self.tls is None:
+            raise ValueError("an https listener needs tls (certificate and key)")
+        if self.protocol != "https" and self.tls is not None:
+            raise ValueError(f"tls is only for https listeners, not {self.protocol}")
+        if self.protocol == "tcp" and self.backend is None:
+            raise ValueError("a tcp listener needs a backend")
+        return self
+
+
+class ServerSpec(Spec):
+    workers: int = Field(default=1, ge=1, le=256)
+    shutdown_grace: Duration = 30.0
+
+
+class Config(Spec):
+    server: ServerSpec = ServerSpec()
+    listeners: tuple[ListenerSpec, ...] = ()
+    backends: tuple[BackendSpec, ...] = ()
+    routes: tuple[RouteSpec, ...] = ()
+
+    def backend(self, name: str) -> BackendSpec:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)

@@ -1,0 +1,367 @@
+"""HTTP/1.1 (RFC 9112) parsing with ``httptools`` and serialisation, sans I/O.
+
+``RequestParser`` and ``ResponseParser`` take bytes and call a sink: ``*_head`` once the head is
+complete, ``*_body`` for each piece of (de-chunked) body, ``*_end`` when the message is complete.
+Limits on the request target and head are enforced while the bytes arrive, so a peer cannot make
+the parser buffer more than the limit plus one read.
+
+An Upgrade request (or a 101 response) stops the parser at the end of the head:
+``feed()`` returns the offset in the fed bytes where the upgraded protocol starts, else ``None``.
+Errors come out as :class:`~wslb.errors.HTTPError` subclasses carrying the status to answer.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httptools
+
+from wslb.errors import (
+    BadGateway,
+    BadRequest,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    URITooLong,
+    VersionNotSupported,
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CONNECTION = b"connection"
+_HOST = b"host"
+_UPGRADE = b"upgrade"
+_EXPECT = b"expect"
+
+
+class RequestHead:
+    """A parsed request head. ``headers`` keeps names as sent, in order."""
+
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "target",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.method = b"GET"
+        self.target = b"/"
+        self.path = "/"
+        self.query = b""
+        self.version = "1.1"
+        self.headers: Headers = []
+        self.host: str | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.upgrade: bytes | None = None  # the Upgrade header's value when the request upgrades
+        self.connection: bytes = b""  # Connection header value, lowercase
+        self.expect_continue = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of a header (name lowercase)."""
+        for n, v in self.headers:
+            if n.lower() == name:
+                return v
+        return None
+
+
+class ResponseHead:
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.version = "1.1"
+        self.headers: Headers = []
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+
+
+class RequestSink(Protocol):
+    def on_request_begin(self) -> None: ...
+    def on_request_head(self, head: RequestHead) -> None: ...
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+
+
+class ResponseSink(Protocol):
+    def on_response_head(self, head: ResponseHead) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self) -> None: ...
+
+
+def _parse_content_length(value: bytes, error: type[HTTPError]) -> int:
+    value = value.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise error("invalid Content-Length")
+    return int(value)
+
+
+class RequestParser:
+    """Server side of HTTP/1.1 on one connection."""
+
+    __slots__ = (
+        "_head",
+        "_head_bytes",
+        "_in_head",
+        "_max_header_size",
+        "_max_headers",
+        "_max_uri_size",
+        "_parser",
+        "_raw_bytes",
+        "_sink",
+        "_url",
+        "_url_done",
+    )
+
+    def __init__(
+        self,
+        sink: RequestSink,
+        *,
+        max_uri_size: int = 8192,
+        max_header_size: int = 32768,
+        max_headers: int = 100,
+    ) -> None:
+        self._sink = sink
+        self._max_uri_size = max_uri_size
+        self._max_header_size = max_header_size
+        self._max_headers = max_headers
+        self._parser = httptools.HttpRequestParser(self)
+        self._head = RequestHead()
+        self._url = b""
+        self._url_done = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._raw_bytes = 0
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request head has started and is not complete."""
+        return self._in_head
+
+    def feed(self, data: bytes) -> int | None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return int(exc.args[0])
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HTTPError):
+                raise exc.__context__ from None
+            raise BadRequest(f"parser callback failed: {exc.__context__!r}") from None
+        except httptools.HttpParserInvalidMethodError:
+            raise BadRequest("invalid method") from None
+        except httptools.HttpParserInvalidURLError:
+            raise BadRequest("invalid request target") from None
+        except httptools.HttpParserError as exc:
+            msg = str(exc)
+            if "version" in msg.lower():
+                raise VersionNotSupported(msg) from None
+            raise BadRequest(msg) from None
+        if self._in_head:
+            # The head is still incomplete: bound what httptools buffers for a header that is
+            # arriving in pieces (its callbacks only see whole fields).
+            self._raw_bytes += len(data)
+            if self._raw_bytes > self._max_uri_size + self._max_header_size + 1024:
+                if not self._url_done:
+                    raise URITooLong(f"request target over {self._max_uri_size} bytes")
+                raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
+        return None
+
+    # ---- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._head = RequestHead()
+        self._url = b""
+        self._url_done = False
+        self._in_head = True
+        self._head_bytes = 0
+        self._raw_bytes = 0
+        self._sink.on_request_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_uri_size:
+            raise URITooLong(f"request target over {self._max_uri_size} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._url_done = True
+        head = self._head
+        headers = head.headers
+        headers.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        if len(headers) > self._max_headers:
+            raise HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
+        if self._head_bytes > self._max_header_size:
+            raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
+        lname = name.lower()
+        if lname == _HOST:
+            if head.host is not None:
+                raise BadRequest("duplicate Host header")
+            head.host = value.decode("latin-1")
+        elif lname == _CONTENT_LENGTH:
+            n = _parse_content_length(value, BadRequest)
+            if head.content_length is not None and head.content_length != n:
+                raise BadRequest("conflicting Content-Length headers")
+            head.content_length = n
+        elif lname == _TRANSFER_ENCODING:
+            head.chunked = True
+        elif lname == _CONNECTION:
+            head.connection = (
+                (head.connection + b"," + value).lower() if head.connection else value.lower()
+            )
+        elif lname == _UPGRADE:
+            head.upgrade = value
+        elif lname == _EXPECT:
+            head.expect_continue = value.strip().lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._url_done = True
+        p = self._parser
+        head = self._head
+        head.method = p.get_method()
+        head.version = p.get_http_version()
+        if head.version not in ("1.1", "1.0"):
+            raise VersionNotSupported(f"HTTP/{head.version}")
+        head.keep_alive = p.should_keep_alive()
+        if not p.should_upgrade():
+            head.upgrade = None
+        if head.chunked and head.content_length is not None:
+            raise BadRequest("both Content-Length and Transfer-Encoding")
+        target = self._url
+        head.target = target
+        if target[:1] == b"/":
+            path, _, query = target.partition(b"?")
+            head.path = path.decode("latin-1")
+            head.query = query
+        elif target == b"*":
+            head.path = "*"
+        else:
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                raise BadRequest("invalid request target") from None
+            if url.host:
+                # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+                head.host = url.host.decode("latin-1") + (f":{url.port}" if url.port else "")
+            path = url.path or b"/"
+            head.path = path.decode("latin-1")
+            head.query = url.query or b""
+            head.target = path + (b"?" + url.query if url.query else b"")
+        if head.version == "1.1" and head.host is None:
+            raise BadRequest("HTTP/1.1 request without Host")
+        self._sink.on_request_head(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._sink.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        self._sink.on_request_end()
+
+
+class ResponseParser:
+    """Client side of HTTP/1.1 on one upstream connection."""
+
+    __slots__ = ("_head", "_parser", "_sink")
+
+    def __init__(self, sink: ResponseSink) -> None:
+        self._sink = sink
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = ResponseHead()
+
+    def feed(self, data: bytes) -> int | None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return int(exc.args[0])
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, HTTPError):
+                raise exc.__context__ from None
+            raise BadGateway(f"response callback failed: {exc.__context__!r}") from None
+        except httptools.HttpParserError as exc:
+            raise BadGateway(f"invalid response from upstream: {exc}") from None
+        return None
+
+    def on_message_begin(self) -> None:
+        self._head = ResponseHead()
+
+    def on_status(self, status: bytes) -> None:
+        self._head.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        head.headers.append((name, value))
+        lname = name.lower()
+        if lname == _CONTENT_LENGTH:
+            n = _parse_content_length(value, BadGateway)
+            if head.content_length is not None and head.content_length != n:
+                raise BadGateway("conflicting Content-Length headers from upstream")
+            head.content_length = n
+        elif lname == _TRANSFER_ENCODING:
+            head.chunked = True
+
+    def on_headers_complete(self) -> None:
+        p = self._parser
+        head = self._head
+        head.status = p.get_status_code()
+        head.version = p.get_http_version()
+        head.keep_alive = p.should_keep_alive()
+        if head.chunked:
+            head.content_length = None
+        self._sink.on_response_head(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._sink.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        self._sink.on_response_end()
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def request_head_bytes(method: bytes, target: bytes, headers: Headers) -> bytes:
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_head_bytes(status: int, reason: bytes, headers: Headers) -> bytes:
+    parts = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk_header(size: int) -> bytes:
+    return b"%x\r\n" % size
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,959 @@
+"""HTTP/1.1 downstream connections and the exchanges that proxy each request.
+
+``DownstreamHTTP`` is the asyncio protocol of one client connection. It parses requests
+(pipelined requests queue up and are answered in order) and owns the client-side timers.
+``Exchange`` carries one request to one endpoint and its response back:
+
+    activate: route (404) -> limits (413) -> WebSocket checks (400/426) -> pick endpoint (503)
+    connect:  pooled connection, else a new one (refused: one retry elsewhere, then 502;
+              too slow: 504); a dead pooled connection is replaced transparently for
+              idempotent requests without a body
+    send:     head (hop-by-hop removed, X-Forwarded-* set) and the body, streamed as it arrives
+    respond:  1xx relayed; final head with framing re-decided (Content-Length kept, otherwise
+              chunked to HTTP/1.1 clients, until-close to HTTP/1.0); body streamed
+    101:      both connections become a Tunnel
+
+Backpressure: a full upstream write buffer pauses reading from the client and vice versa, so a
+slow reader or writer never makes wslb buffer more than the transports' high-water marks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from wslb.balancer.endpoints import EndpointState
+from wslb.errors import (
+    REASONS,
+    BadGateway,
+    BadRequest,
+    GatewayTimeout,
+    HTTPError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from wslb.proto.headers import forward_request_headers, forward_response_headers
+from wslb.proto.http1 import (
+    LAST_CHUNK,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    chunk_header,
+    request_head_bytes,
+    response_head_bytes,
+)
+from wslb.proto.proxy_protocol import ProxyInfo
+from wslb.proto.websocket import is_websocket, validate_handshake
+from wslb.server.tunnel import Tunnel, proxy_header
+from wslb.server.upstream import UpstreamHTTP, open_upstream
+
+if TYPE_CHECKING:
+    from wslb.server.runtime import BackendState, ListenerState, RouteState, Runtime
+
+log = logging.getLogger("wslb.http")
+
+CRLF = b"\r\n"
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while an exchange waits for its upstream
+PIPELINE_LIMIT = 16  # queued requests before reading from the client pauses
+
+# reasons the downstream transport stopped reading (a bit mask)
+P_UPSTREAM = 1  # the upstream write buffer is full
+P_QUEUE = 2  # too many pipelined requests or too much body held
+P_UPGRADE = 4  # waiting for the upgrade answer
+P_DONE = 8  # the connection is closing or the parser stopped
+
+# downstream timer kinds
+T_NONE, T_FIRST, T_HEAD, T_BODY, T_KEEPALIVE = range(5)
+
+# exchange states
+S_QUEUED, S_CONNECTING, S_SENT, S_RESPONDING, S_DONE, S_TUNNEL = range(6)
+
+# how the response body is framed towards the client
+M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
+
+
+class Exchange:
+    __slots__ = (
+        "attempts",
+        "backend",
+        "body_received",
+        "buffered",
+        "buffered_size",
+        "close_after",
+        "counted",
+        "deadline",
+        "down",
+        "endpoint",
+        "error",
+        "failed_endpoint",
+        "head",
+        "interim",
+        "is_upgrade",
+        "mode",
+        "req_done",
+        "req_sent",
+        "resp_started",
+        "retried",
+        "reused",
+        "route",
+        "state",
+        "task",
+        "up",
+        "up_chunked",
+        "up_progress",
+        "up_until_close",
+        "upstream_paused_since",
+    )
+
+    def __init__(self, down: DownstreamHTTP, head: RequestHead | None) -> None:
+        self.down = down
+        self.head = head if head is not None else RequestHead()
+        self.state = S_QUEUED
+        self.route: RouteState | None = None
+        self.backend: BackendState | None = None
+        self.endpoint: EndpointState | None = None
+        self.failed_endpoint: EndpointState | None = None
+        self.up: UpstreamHTTP | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.error: HTTPError | None = None
+        self.attempts = 0
+        self.counted = False
+        self.reused = False
+        self.retried = False
+        self.req_done = False
+        self.req_sent = False
+        self.resp_started = False
+        self.close_after = False
+        self.is_upgrade = False
+        self.interim = False
+        self.mode = M_NONE
+        self.up_chunked = False
+        self.up_until_close = False
+        self.up_progress = False
+        self.body_received = 0
+        self.buffered: list[bytes] = []
+        self.buffered_size = 0
+        self.deadline = 0.0
+        self.upstream_paused_since = 0.0
+
+    # ------------------------------------------------------------------ request side
+    def activate(self) -> None:
+        """This exchange is now first in line on its connection."""
+        if self.error is not None:
+            self.local_reply(self.error)
+            return
+        down = self.down
+        head = self.head
+        if head.method == b"CONNECT":
+            self.local_reply(MethodNotAllowed("CONNECT: wslb is not a forward proxy"))
+            return
+        route = down.listener.routes.match(head.host, head.path)
+        if route is None:
+            self.local_reply(NotFound(f"no route for {head.host}{head.path}"))
+            return
+        self.route = route
+        limit = route.max_body_size
+        if limit and (
+            (head.content_length is not None and head.content_length > limit)
+            or self.body_received > limit
+        ):
+            self.local_reply(PayloadTooLarge(f"body over {limit} bytes"))
+            return
+        if head.upgrade is not None:
+            try:
+                validate_handshake(head)
+            except HTTPError as exc:
+                self.local_reply(exc)
+                return
+            self.is_upgrade = True
+        self.backend = route.backend
+        self.connect()
+
+    def connect(self) -> None:
+        backend = self.route.backend  # type: ignore[union-attr]
+        loop = self.down.loop
+        ep = backend.pick(loop.time(), exclude=self.failed_endpoint)
+        if ep is None:
+            if self.failed_endpoint is not None:
+                self.local_reply(BadGateway(f"connect to {self.failed_endpoint.address} failed"))
+            else:
+                self.local_reply(
+                    ServiceUnavailable(
+                        f"backend {backend.name}: no healthy endpoint",
+                        headers=[(b"Retry-After", backend.retry_after)],
+                    )
+                )
+            return
+        self.endpoint = ep
+        ep.active += 1
+        self.counted = True
+        if backend.pooling:
+            pooled = backend.pools[ep].get()
+            if pooled is not None:
+                assert isinstance(pooled, UpstreamHTTP)
+                pooled.reused = True
+                self.attach(pooled)
+                return
+        self.state = S_CONNECTING
+        self.task = loop.create_task(self._connect(ep))
+
+    async def _connect(self, ep: EndpointState) -> None:
+        backend = self.route.backend  # type: ignore[union-attr]
+        down = self.down
+        loop = down.loop
+        header = None
+        if backend.spec.proxy_protocol is not None:
+            header = proxy_header(backend.spec.proxy_protocol, down.client_addr, down.local_addr)
+        pool = backend.pools.get(ep)
+        timeouts = self.route.timeouts  # type: ignore[union-attr]
+        try:
+            async with asyncio.timeout(timeouts.connect):
+                _, up = await open_upstream(
+                    loop, lambda: UpstreamHTTP(ep, pool), backend, ep, header
+                )
+        except TimeoutError:
+            self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
+            return
+        except (OSError, ssl.SSLError) as exc:
+            self._connect_failed(ep, f"connect failed: {exc}", timeout=False)
+            return
+        self.task = None
+        if self.state != S_CONNECTING:
+            up.close()
+            return
+        ep.record_success()
+        self.attach(up)
+
+    def _connect_failed(self, ep: EndpointState, why: str, *, timeout: bool) -> None:
+        self.task = None
+        backend = self.route.backend  # type: ignore[union-attr]
+        backend.endpoint_failed(ep, self.down.loop.time(), why)
+        if self.state != S_CONNECTING:
+            return
+        self._uncount()
+        self.attempts += 1
+        log.warning("[%s] upstream %s: %s", self.down.cid, ep.address, why)
+        if self.attempts < 2:
+            self.failed_endpoint = ep
+            self.connect()
+            return
+        if timeout:
+            self.local_reply(GatewayTimeout(f"{ep.address}: {why}"))
+        else:
+            self.local_reply(BadGateway(f"{ep.address}: {why}"))
+
+    def attach(self, up: UpstreamHTTP) -> None:
+        self.up = up
+        self.reused = up.reused
+        up.exchange = self
+        up.served += 1
+        self.state = S_SENT
+        if self.down.write_paused and up.transport is not None:
+            up.transport.pause_reading()
+        self.send_request()
+
+    def send_request(self) -> None:
+        up = self.up
+        assert up is not None and up.transport is not None and self.route is not None
+        down = self.down
+        head = self.head
+        headers = forward_request_headers(
+            head.headers,
+            head.connection,
+            client_ip=down.client_ip,
+            proto=down.listener.scheme,
+            port=down.listener.port_bytes,
+            trusted=down.trusted,
+        )
+        if self.is_upgrade:
+            headers.append((b"Connection", b"Upgrade"))
+            headers.append((b"Upgrade", head.upgrade or b"websocket"))
+        else:
+            if not self.route.backend.pooling:
+                headers.append((b"Connection", b"close"))
+            if head.chunked:
+                headers.append((b"Transfer-Encoding", b"chunked"))
+                self.up_chunked = True
+            elif head.content_length is not None:
+                headers.append((b"Content-Length", str(head.content_length).encode()))
+        transport = up.transport
+        transport.write(request_head_bytes(head.method, head.target, headers))
+        if self.buffered:
+            chunks, self.buffered, self.buffered_size = self.buffered, [], 0
+            for chunk in chunks:
+                self._write_body(chunk)
+            self.down.resume(P_QUEUE)
+        if self.req_done:
+            self._request_sent()
+
+    def _write_body(self, data: bytes) -> None:
+        transport = self.up.transport  # type: ignore[union-attr]
+        assert transport is not None
+        if self.up_chunked:
+            transport.writelines((chunk_header(len(data)), data, CRLF))
+        else:
+            transport.write(data)
+
+    def _request_sent(self) -> None:
+        self.req_sent = True
+        if self.up_chunked:
+            self.up.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
+        if not self.resp_started:
+            self.deadline = self.down.loop.time() + self.route.timeouts.read  # type: ignore[union-attr]
+
+    def on_body(self, data: bytes) -> None:
+        self.body_received += len(data)
+        state = self.state
+        if state == S_DONE:
+            return
+        route = self.route
+        limit = (
+            route.max_body_size if route is not None else self.down.listener.client.max_body_size
+        )
+        if limit and self.body_received > limit:
+            self.fail(PayloadTooLarge(f"body over {limit} bytes"))
+            return
+        if (state == S_SENT or state == S_RESPONDING) and not self.req_sent:
+            self._write_body(data)
+            return
+        self.buffered.append(data)
+        self.buffered_size += len(data)
+        if self.buffered_size > PENDING_BODY_LIMIT:
+            self.down.pause(P_QUEUE)
+
+    def on_body_end(self) -> None:
+        self.req_done = True
+        if self.state in (S_SENT, S_RESPONDING) and not self.req_sent:
+            self._request_sent()
+
+    def fail(self, exc: HTTPError) -> None:
+        """The request went wrong on the client side (bad framing, too large)."""
+        self.close_after = True
+        if self.state == S_QUEUED:
+            self.error = exc
+            return
+        if self.state in (S_DONE, S_TUNNEL):
+            return
+        self.local_reply(exc)
+
+    # ------------------------------------------------------------------ response side
+    def on_response_head(self, rh: ResponseHead) -> None:
+        status = rh.status
+        if status < 200:
+            if status == 101:
+                return  # the parser stops after this head; on_upstream_upgrade follows
+            self.interim = True
+            if self.down.version11 and not self.resp_started:
+                self.down.write(
+                    response_head_bytes(status, rh.reason, forward_response_headers(rh.headers))
+                )
+            return
+        down = self.down
+        head = self.head
+        self.state = S_RESPONDING
+        headers = forward_response_headers(rh.headers)
+        no_body = head.method == b"HEAD" or status in (204, 304)
+        if no_body:
+            self.mode = M_NONE
+            if rh.content_length is not None and status != 204:
+                headers.append((b"Content-Length", str(rh.content_length).encode()))
+        elif rh.content_length is not None:
+            self.mode = M_LENGTH
+            headers.append((b"Content-Length", str(rh.content_length).encode()))
+        else:
+            self.up_until_close = not rh.chunked
+            if down.version11:
+                self.mode = M_CHUNKED
+                headers.append((b"Transfer-Encoding", b"chunked"))
+            else:
+                self.mode = M_CLOSE
+                self.close_after = True
+        if not rh.keep_alive and self.up is not None:
+            self.up.served = 1 << 30  # not reusable
+        if not head.keep_alive or down.closing:
+            self.close_after = True
+        if self.close_after:
+            headers.append((b"Connection", b"close"))
+        elif not down.version11:
+            headers.append((b"Connection", b"keep-alive"))
+        down.write(
+            response_head_bytes(status, rh.reason or REASONS.get(status, "").encode(), headers)
+        )
+        self.resp_started = True
+        self.deadline = 0.0
+        if head.method == b"HEAD":
+            # httptools cannot be told the response to a HEAD has no body: finish here and
+            # do not reuse the connection.
+            self.finish(reusable=False)
+
+    def on_response_body(self, data: bytes) -> None:
+        mode = self.mode
+        if mode == M_LENGTH or mode == M_CLOSE:
+            self.down.write(data)
+        elif mode == M_CHUNKED:
+            self.down.writelines((chunk_header(len(data)), data, CRLF))
+
+    def on_response_end(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.state != S_RESPONDING:
+            return
+        if self.mode == M_CHUNKED:
+            self.down.write(LAST_CHUNK)
+        self.finish(reusable=self.req_sent and not self.up_until_close)
+
+    def on_upstream_upgrade(self, up: UpstreamHTTP, tail: bytes) -> None:
+        """The upstream answered 101; ``tail`` are bytes it sent after the head."""
+        rh_headers = up.parser._head.headers
+        if not self.is_upgrade:
+            up.exchange = None
+            up.close()
+            self.up = None
+            self.local_reply(BadGateway("upstream answered 101 to a request that did not upgrade"))
+            return
+        down = self.down
+        headers = [
+            (n, v)
+            for n, v in rh_headers
+            if n.lower()
+            not in (b"connection", b"keep-alive", b"transfer-encoding", b"content-length")
+        ]
+        headers.append((b"Connection", b"Upgrade"))
+        down.write(
+            response_head_bytes(101, up.parser._head.reason or b"Switching Protocols", headers)
+        )
+        self.resp_started = True
+        self.state = S_TUNNEL
+        up.exchange = None
+        self.up = None
+        assert self.route is not None and self.endpoint is not None and up.transport is not None
+        tunnel = Tunnel(
+            down.runtime, down.cid, "websocket", self.endpoint, self.route.timeouts.tunnel
+        )
+        self.counted = False  # the tunnel owns the endpoint's active count now
+        down.become_tunnel(self, tunnel, up, tail)
+
+    def upstream_write_paused(self) -> None:
+        self.upstream_paused_since = self.down.loop.time()
+        self.down.pause(P_UPSTREAM)
+
+    def upstream_write_resumed(self) -> None:
+        self.upstream_paused_since = 0.0
+        self.down.resume(P_UPSTREAM)
+
+    def upstream_eof(self) -> None:
+        if self.state == S_RESPONDING and self.up_until_close:
+            if self.mode == M_CHUNKED:
+                self.down.write(LAST_CHUNK)
+            self.finish(reusable=False)
+
+    def upstream_failed(self, exc: HTTPError) -> None:
+        """The upstream sent something unparseable."""
+        log.warning("[%s] upstream %s: %s", self.down.cid, self._ep_name(), exc)
+        self._drop_upstream()
+        if self.state in (S_SENT, S_CONNECTING):
+            self.local_reply(exc if exc.status >= 500 else BadGateway(str(exc)))
+        elif self.state == S_RESPONDING:
+            self.abort("invalid response body from upstream")
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        self.up = None
+        state = self.state
+        if state in (S_DONE, S_TUNNEL, S_QUEUED, S_CONNECTING):
+            return
+        if state == S_RESPONDING:
+            if self.up_until_close:
+                if self.mode == M_CHUNKED:
+                    self.down.write(LAST_CHUNK)
+                self.finish(reusable=False)
+            else:
+                self.abort(f"upstream {self._ep_name()} closed mid-response")
+            return
+        # S_SENT: nothing of a response arrived yet
+        if (
+            self.reused
+            and not self.retried
+            and self.head.method in IDEMPOTENT
+            and not self.head.has_body
+        ):
+            # A pooled connection the backend had closed: try again, transparently.
+            self._uncount()
+            self.retried = True
+            self.reused = False
+            self.state = S_QUEUED
+            self.connect()
+            return
+        self.local_reply(BadGateway(f"upstream {self._ep_name()} closed before responding: {exc}"))
+
+    # ------------------------------------------------------------------ timers
+    def sweep(self, now: float) -> None:
+        state = self.state
+        if state == S_SENT and self.deadline and now >= self.deadline:
+            self.local_reply(
+                GatewayTimeout(
+                    f"upstream {self._ep_name()} sent no response within "
+                    f"{self.route.timeouts.read:g}s"  # type: ignore[union-attr]
+                )
+            )
+        elif state == S_RESPONDING:
+            if self.up_progress:
+                self.up_progress = False
+                self.deadline = now + self.route.timeouts.read  # type: ignore[union-attr]
+            elif self.deadline == 0.0:
+                self.deadline = now + self.route.timeouts.read  # type: ignore[union-attr]
+            elif now >= self.deadline and not self.down.write_paused:
+                self.abort(f"upstream {self._ep_name()} stalled mid-response")
+        if (
+            self.upstream_paused_since
+            and state in (S_SENT, S_RESPONDING)
+            and now - self.upstream_paused_since >= self.route.timeouts.send  # type: ignore[union-attr]
+        ):
+            self.abort(f"upstream {self._ep_name()} stopped reading the request")
+
+    # ------------------------------------------------------------------ endings
+    def _ep_name(self) -> str:
+        return self.endpoint.address if self.endpoint is not None else "?"
+
+    def _uncount(self) -> None:
+        if self.counted and self.endpoint is not None:
+            self.endpoint.active -= 1
+        self.counted = False
+
+    def _drop_upstream(self) -> None:
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.exchange = None
+            up.close()
+
+    def _cancel_connect(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def local_reply(self, exc: HTTPError) -> None:
+        """Answer the client from wslb itself (errors, and later redirects and preflights)."""
+        down = self.down
+        self._cancel_connect()
+        self._drop_upstream()
+        self._uncount()
+        if self.resp_started:
+            self.abort(str(exc))
+            return
+        status = exc.status
+        if status >= 500:
+            log.warning("[%s] %d %s %s: %s", down.cid, status, self._method(), self._target(), exc)
+        else:
+            log.info("[%s] %d %s %s: %s", down.cid, status, self._method(), self._target(), exc)
+        if not self.req_done or status in (400, 408, 413, 414, 431, 505):
+            self.close_after = True
+        if not self.head.keep_alive or down.closing:
+            self.close_after = True
+        body = f"{status} {exc.reason}\n".encode()
+        headers = [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", str(len(body)).encode()),
+            *exc.headers,
+        ]
+        if self.close_after:
+            headers.append((b"Connection", b"close"))
+        down.write(response_head_bytes(status, exc.reason.encode(), headers) + body)
+        self.resp_started = True
+        self.state = S_RESPONDING
+        self.finish(reusable=False)
+
+    def _method(self) -> str:
+        return self.head.method.decode("latin-1")
+
+    def _target(self) -> str:
+        return self.head.target[:200].decode("latin-1")
+
+    def finish(self, *, reusable: bool) -> None:
+        if self.state == S_DONE:
+            return
+        self.state = S_DONE
+        self._uncount()
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.exchange = None
+            pool = up.pool
+            if (
+                reusable
+                and pool is not None
+                and not self.down.runtime.draining
+                and pool.put(up, self.down.loop.time())
+            ):
+                if up.transport is not None:
+                    up.transport.resume_reading()
+            else:
+                up.close()
+        if self.upstream_paused_since:
+            self.upstream_paused_since = 0.0
+            self.down.resume(P_UPSTREAM)
+        if not self.req_done:
+            self.close_after = True
+        self.down.exchange_finished(self)
+
+    def abort(self, why: str) -> None:
+        """Give up mid-flight: close both connections (a response may be truncated)."""
+        log.warning("[%s] aborted %s %s: %s", self.down.cid, self._method(), self._target(), why)
+        self._cancel_connect()
+        self._drop_upstream()
+        self._uncount()
+        self.state = S_DONE
+        self.down.close()
+
+
+class DownstreamHTTP(asyncio.Protocol):
+    def __init__(
+        self, runtime: Runtime, listener: ListenerState, proxy: ProxyInfo | None = None
+    ) -> None:
+        self.runtime = runtime
+        self.loop = runtime.loop
+        self.listener = listener
+        self.proxy = proxy
+        self.cid = runtime.next_id()
+        client = listener.client
+        self.parser = RequestParser(
+            self,
+            max_uri_size=client.max_uri_size,
+            max_header_size=client.max_header_size,
+            max_headers=client.max_headers,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[Exchange] = deque()
+        self.receiving: Exchange | None = None
+        self.paused = 0
+        self.write_paused = False
+        self.write_paused_since = 0.0
+        self.closing = False
+        self.closed = False
+        self.client_eof = False
+        self.upgrading: Exchange | None = None
+        self.tail: list[bytes] = []
+        self.tail_size = 0
+        self.timer = T_FIRST
+        self.deadline = 0.0
+        self.rx_progress = False
+        self.got_bytes = False
+        self.version11 = True
+        self.client_ip = b"0.0.0.0"
+        self.client_addr: tuple[str, int] = ("0.0.0.0", 0)
+        self.local_addr: tuple[str, int] = ("0.0.0.0", 0)
+        self.trusted = False
+
+    def __repr__(self) -> str:
+        return f"<DownstreamHTTP {self.cid} {self.client_addr}>"
+
+    # ------------------------------------------------------------------ asyncio protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if peer:
+            self.client_addr = (peer[0], peer[1])
+        if local:
+            self.local_addr = (local[0], local[1])
+        self.trusted = self.listener.is_trusted(self.client_addr[0])
+        if self.proxy is not None and self.proxy.source is not None:
+            self.client_addr = self.proxy.source
+            if self.proxy.destination is not None:
+                self.local_addr = self.proxy.destination
+        self.client_ip = self.client_addr[0].encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.deadline = self.loop.time() + self.listener.client.header_timeout
+        self.runtime.register(self)
+        self.runtime.sweeper.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.rx_progress = True
+        if self.upgrading is not None:
+            self._hold_tail(data)
+            return
+        if self.closing and not self.queue:
+            return
+        try:
+            offset = self.parser.feed(data)
+        except HTTPError as exc:
+            self._parse_failed(exc)
+            return
+        if offset is not None:
+            self._upgrade_requested(data[offset:])
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        if not self.queue and self.upgrading is None:
+            return False
+        # The client half-closed after sending its request(s): answer, then close.
+        return self.listener.ssl_context is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.closing = True
+        self.runtime.sweeper.discard(self)
+        self.runtime.unregister(self)
+        for ex in list(self.queue):
+            ex._cancel_connect()
+            ex._drop_upstream()
+            ex._uncount()
+            ex.state = S_DONE
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_since = self.loop.time()
+        ex = self.queue[0] if self.queue else None
+        if ex is not None and ex.up is not None and ex.up.transport is not None:
+            ex.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.write_paused_since = 0.0
+        ex = self.queue[0] if self.queue else None
+        if ex is not None and ex.up is not None and ex.up.transport is not None:
+            ex.up.transport.resume_reading()
+
+    # ------------------------------------------------------------------ flow control
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def writelines(self, data: tuple[bytes, ...]) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(data)
+
+    # ------------------------------------------------------------------ RequestSink
+    def on_request_begin(self) -> None:
+        self.got_bytes = True
+        if self.timer in (T_FIRST, T_KEEPALIVE, T_NONE):
+            self.timer = T_HEAD
+            self.deadline = self.loop.time() + self.listener.client.header_timeout
+
+    def on_request_head(self, head: RequestHead) -> None:
+        self.version11 = head.version == "1.1"
+        ex = Exchange(self, head)
+        self.queue.append(ex)
+        if head.has_body:
+            self.receiving = ex
+        else:
+            ex.req_done = True  # on_request_end follows at once; nothing to stream
+            self.receiving = None
+        if head.has_body:
+            self.timer = T_BODY
+            self.rx_progress = False
+            self.deadline = self.loop.time() + self.listener.client.body_timeout
+        else:
+            self.timer = T_NONE
+        if len(self.queue) == 1:
+            ex.activate()
+        elif len(self.queue) > PIPELINE_LIMIT:
+            self.pause(P_QUEUE)
+
+    def on_request_body(self, data: bytes) -> None:
+        ex = self.receiving
+        if ex is not None:
+            ex.on_body(data)
+
+    def on_request_end(self) -> None:
+        ex = self.receiving
+        if self.timer == T_BODY:
+            self.timer = T_NONE
+        if ex is not None:
+            self.receiving = None
+            ex.on_body_end()
+
+    # ------------------------------------------------------------------ errors, upgrades
+    def _parse_failed(self, exc: HTTPError) -> None:
+        """The parser refused the bytes: answer in order, then close."""
+        self.pause(P_DONE)
+        self.closing = True
+        ex = self.receiving
+        if ex is not None and not ex.req_done:
+            self.receiving = None
+            ex.fail(exc)
+            return
+        err = Exchange(self, None)
+        err.error = exc
+        err.req_done = True
+        err.close_after = True
+        self.queue.append(err)
+        if len(self.queue) == 1:
+            err.activate()
+
+    def _upgrade_requested(self, tail: bytes) -> None:
+        ex = self.queue[-1] if self.queue else None
+        if ex is None:
+            return
+        self.receiving = None
+        if is_websocket(ex.head):
+            self.upgrading = ex
+            self.pause(P_UPGRADE)
+            self.timer = T_NONE
+            if tail:
+                self._hold_tail(tail)
+            return
+        # Another protocol (h2c, say): serve the request as plain HTTP, ignore the upgrade.
+        ex.head.upgrade = None
+        if ex.head.has_body:
+            ex.fail(BadRequest("Upgrade request with a body"))
+            return
+        self.parser = RequestParser(
+            self,
+            max_uri_size=self.listener.client.max_uri_size,
+            max_header_size=self.listener.client.max_header_size,
+            max_headers=self.listener.client.max_headers,
+        )
+        if tail:
+            self.data_received(tail)
+
+    def _hold_tail(self, data: bytes) -> None:
+        self.tail.append(data)
+        self.tail_size += len(data)
+        if self.tail_size > PENDING_BODY_LIMIT:
+            self.pause(P_UPGRADE)
+
+    def become_tunnel(
+        self, ex: Exchange, tunnel: Tunnel, up: UpstreamHTTP, upstream_tail: bytes
+    ) -> None:
+        assert self.transport is not None and up.transport is not None
+        self.queue.clear()
+        self.upgrading = None
+        self.runtime.sweeper.discard(self)
+        self.runtime.unregister(self)
+        client_bytes = b"".join(self.tail)
+        self.tail = []
+        tunnel.start(
+            self.transport,
+            up.transport,
+            up_write_paused=up.write_paused,
+            down_write_paused=self.write_paused,
+            client_bytes=client_bytes,
+            upstream_bytes=upstream_tail,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def exchange_finished(self, ex: Exchange) -> None:
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        if self.closed:
+            return
+        if ex.close_after or (self.client_eof and not self.queue and self.receiving is None):
+            self.close()
+            return
+        if ex is self.upgrading:
+            # The upstream refused the upgrade: go on with HTTP on this connection.
+            self.upgrading = None
+            self.parser = RequestParser(
+                self,
+                max_uri_size=self.listener.client.max_uri_size,
+                max_header_size=self.listener.client.max_header_size,
+                max_headers=self.listener.client.max_headers,
+            )
+            tail = b"".join(self.tail)
+            self.tail, self.tail_size = [], 0
+            self.resume(P_UPGRADE)
+            if tail:
+                self.data_received(tail)
+                if self.closed:
+                    return
+        if self.queue:
+            self.queue[0].activate()
+            return
+        if self.closing:
+            self.close()
+            return
+        if len(self.queue) <= PIPELINE_LIMIT:
+            self.resume(P_QUEUE)
+        if not self.parser.in_head and self.timer != T_BODY:
+            self.timer = T_KEEPALIVE
+            self.deadline = self.loop.time() + self.listener.client.keepalive_timeout
+
+    def close(self) -> None:
+        if self.closing and self.closed:
+            return
+        self.closing = True
+        self.pause(P_DONE)
+        if self.transport is not None:
+            self.transport.close()
+
+    def sweep(self, now: float) -> None:
+        timer = self.timer
+        if timer == T_BODY:
+            if self.rx_progress:
+                self.rx_progress = False
+                self.deadline = now + self.listener.client.body_timeout
+            elif now >= self.deadline:
+                self._client_timeout("request body", RequestTimeout("client sent no body bytes"))
+                return
+        elif timer != T_NONE and now >= self.deadline:
+            if timer == T_HEAD or (timer == T_FIRST and self.got_bytes):
+                self._client_timeout("request head", RequestTimeout("request head not complete"))
+            else:
+                self.close()  # idle: close quietly, as nginx and HAProxy do
+            return
+        if (
+            self.write_paused_since
+            and now - self.write_paused_since >= self.listener.client.send_timeout
+        ):
+            log.warning("[%s] client stopped reading the response; closing", self.cid)
+            self.close()
+            return
+        if self.queue:
+            self.queue[0].sweep(now)
+
+    def _client_timeout(self, what: str, exc: HTTPError) -> None:
+        self.timer = T_NONE
+        ex = self.receiving
+        if ex is not None and not ex.req_done and ex.state != S_QUEUED:
+            ex.fail(exc)
+            return
+        if self.queue:
+            self.close()
+            return
+        self.pause(P_DONE)
+        self.closing = True
+        err = Exchange(self, None)
+        err.error = exc
+        err.req_done = True
+        err.close_after = True
+        self.queue.append(err)
+        err.activate()
+
+    # ---- draining (Closable)
+    def busy(self) -> bool:
+        return bool(self.queue) or self.upgrading is not None
+
+    def drain(self) -> None:
+        self.closing = True
+        if not self.queue and self.upgrading is None:
+            self.close()
+
+    def force_close(self, reason: str) -> None:
+        self.close()

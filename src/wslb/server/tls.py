@@ -1,0 +1,97 @@
+"""SSL contexts: TLS termination on listeners and TLS towards ``https`` backends.
+
+Listeners: TLS 1.2+ (1.3 only with ``min_version: "1.3"``), ECDHE with AEAD ciphers (the
+Mozilla "intermediate" TLS 1.2 list, which has no CBC suite), no compression, no renegotiation.
+With several certificates SNI picks the one whose names match (exact, then one-label wildcard);
+the first certificate is the default.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+
+from wslb.config.certs import load_pair
+from wslb.config.model import CertificateSpec, UpstreamTLSSpec
+
+# Mozilla intermediate configuration, TLS 1.2 suites (TLS 1.3 suites are fixed by OpenSSL).
+INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+
+def _base_server_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.set_ciphers(INTERMEDIATE_CIPHERS)
+    ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def server_context(
+    certificates: Sequence[CertificateSpec],
+    min_version: str = "1.2",
+    alpn: Sequence[str] = ("http/1.1",),
+) -> ssl.SSLContext:
+    if not certificates:
+        raise ValueError("a TLS listener needs at least one certificate")
+    contexts: list[tuple[tuple[str, ...], ssl.SSLContext]] = []
+    for cert in certificates:
+        pair = load_pair(cert.certificate, cert.key)
+        ctx = _base_server_context(min_version, alpn)
+        ctx.load_cert_chain(cert.certificate, cert.key)
+        contexts.append((pair.names, ctx))
+    default = contexts[0][1]
+    if len(contexts) == 1:
+        return default
+    exact: dict[str, ssl.SSLContext] = {}
+    wildcard: dict[str, ssl.SSLContext] = {}
+    for names, ctx in contexts:
+        for name in names:
+            if name.startswith("*."):
+                wildcard.setdefault(name[2:], ctx)
+            else:
+                exact.setdefault(name, ctx)
+
+    def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if not server_name:
+            return
+        name = server_name.lower().rstrip(".")
+        chosen = exact.get(name)
+        if chosen is None:
+            _, _, parent = name.partition(".")
+            chosen = wildcard.get(parent)
+        if chosen is not None and chosen is not _ctx:
+            sslobj.context = chosen
+
+    default.sni_callback = pick
+    return default
+
+
+def client_context(spec: UpstreamTLSSpec) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if spec.verify:
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if spec.ca_file:
+            ctx.load_verify_locations(cafile=spec.ca_file)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -1,0 +1,305 @@
+"""Byte tunnels: upgraded WebSockets and ``tcp`` forwarding rules.
+
+After a ``101`` both transports get a :class:`Relay` protocol whose ``data_received`` writes the
+bytes straight to the other transport: no frame parsing, no allocation beyond what the transport
+does, no timer. Backpressure: when one side's write buffer passes its high-water mark, the other
+side stops reading until it drains. Half-close: an EOF from one side becomes ``write_eof`` on the
+other (where the transport can; TLS cannot, so the tunnel closes). Idle timeout: relays raise an
+activity flag that the worker's sweeper reads; the tunnel closes after ``idle_timeout`` seconds
+with no byte in either direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, cast
+
+from wslb.balancer.endpoints import EndpointState
+from wslb.proto.proxy_protocol import ProxyInfo, build_v1, build_v2
+from wslb.server.upstream import PendingUpstream, open_upstream
+
+if TYPE_CHECKING:
+    from wslb.server.runtime import BackendState, ListenerState, Runtime
+
+log = logging.getLogger("wslb.tunnel")
+
+
+class Relay(asyncio.Protocol):
+    __slots__ = ("eof", "nbytes", "peer", "tls", "transport", "tunnel")
+
+    def __init__(
+        self, tunnel: Tunnel, transport: asyncio.Transport, peer: asyncio.Transport
+    ) -> None:
+        self.tunnel = tunnel
+        self.transport = transport
+        self.peer = peer
+        self.nbytes = 0
+        self.eof = False
+        self.tls = transport.get_extra_info("ssl_object") is not None
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.write(data)
+        self.nbytes += len(data)
+        self.tunnel.active = True
+
+    def pause_writing(self) -> None:
+        # Our transport cannot take more of what the peer sends: stop reading the peer.
+        self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return self.tunnel.half_closed(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.side_lost(self, exc)
+
+
+class Tunnel:
+    __slots__ = (
+        "active",
+        "cid",
+        "closed",
+        "down",
+        "endpoint",
+        "idle_timeout",
+        "kind",
+        "last",
+        "lost",
+        "reason",
+        "runtime",
+        "started",
+        "up",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        cid: str,
+        kind: str,
+        endpoint: EndpointState,
+        idle_timeout: float,
+    ) -> None:
+        self.runtime = runtime
+        self.cid = cid
+        self.kind = kind
+        self.endpoint = endpoint
+        self.idle_timeout = idle_timeout
+        self.active = False
+        self.last = runtime.loop.time()
+        self.started = time.monotonic()
+        self.closed = False
+        self.lost = 0
+        self.reason = ""
+        self.down: Relay | None = None
+        self.up: Relay | None = None
+
+    def start(
+        self,
+        down: asyncio.Transport,
+        up: asyncio.Transport,
+        *,
+        up_write_paused: bool,
+        down_write_paused: bool,
+        client_bytes: bytes = b"",
+        upstream_bytes: bytes = b"",
+    ) -> None:
+        """Swap both transports over to relays; ``*_bytes`` were read before the swap."""
+        self.down = Relay(self, down, up)
+        self.up = Relay(self, up, down)
+        down.set_protocol(self.down)
+        up.set_protocol(self.up)
+        self.runtime.register(self)
+        self.runtime.sweeper.add(self)
+        if down.is_closing() or up.is_closing():
+            self.close("peer closed before the tunnel started")
+            return
+        # Reading on each side is paused exactly when the other side's write buffer is full.
+        if up_write_paused:
+            down.pause_reading()
+        else:
+            down.resume_reading()
+        if down_write_paused:
+            up.pause_reading()
+        else:
+            up.resume_reading()
+        if client_bytes:
+            self.down.nbytes += len(client_bytes)
+            up.write(client_bytes)
+        if upstream_bytes:
+            self.up.nbytes += len(upstream_bytes)
+            down.write(upstream_bytes)
+
+    # ---- timeouts and draining
+    def sweep(self, now: float) -> None:
+        if self.active:
+            self.active = False
+            self.last = now
+        elif now - self.last >= self.idle_timeout:
+            self.close("idle timeout")
+
+    def busy(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Tunnels are left alone while a worker drains; ``force_close`` ends them."""
+
+    def force_close(self, reason: str) -> None:
+        self.close(reason)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reason = self.reason or reason
+        for relay in (self.down, self.up):
+            if relay is not None:
+                relay.transport.close()
+
+    # ---- relay callbacks
+    def half_closed(self, relay: Relay) -> bool:
+        other = self.up if relay is self.down else self.down
+        assert other is not None
+        if other.eof:
+            self.reason = self.reason or "both sides closed"
+            self.close("both sides closed")
+            return False
+        peer = relay.peer
+        if not relay.tls and peer.can_write_eof() and not peer.is_closing():
+            try:
+                peer.write_eof()
+            except (OSError, RuntimeError):
+                self.close("write_eof failed")
+                return False
+            return True
+        self.reason = self.reason or ("client closed" if relay is self.down else "upstream closed")
+        self.close(self.reason)
+        return False
+
+    def side_lost(self, relay: Relay, exc: Exception | None) -> None:
+        if not self.reason:
+            who = "client" if relay is self.down else "upstream"
+            if exc is None:
+                self.reason = f"{who} closed"
+            elif isinstance(exc, ssl.SSLError):
+                self.reason = f"{who} TLS error"
+            else:
+                self.reason = f"{who} reset"
+        self.lost += 1
+        if self.lost == 1:
+            self.close(self.reason)
+            return
+        self._finished()
+
+    def _finished(self) -> None:
+        self.endpoint.active -= 1
+        self.runtime.sweeper.discard(self)
+        self.runtime.unregister(self)
+        down = self.down.nbytes if self.down else 0
+        up = self.up.nbytes if self.up else 0
+        log.info(
+            "[%s] %s tunnel to %s closed: %s; %d bytes from client, %d from upstream, %.1fs",
+            self.cid,
+            self.kind,
+            self.endpoint.address,
+            self.reason,
+            down,
+            up,
+            time.monotonic() - self.started,
+        )
+
+
+def proxy_header(
+    version: str | None, client: tuple[str, int], local: tuple[str, int]
+) -> bytes | None:
+    if version == "v1":
+        return build_v1(client, local)
+    if version == "v2":
+        return build_v2(client, local)
+    return None
+
+
+class TCPDownstream(asyncio.Protocol):
+    """A ``tcp`` forwarding rule: connect to an endpoint, then relay bytes both ways."""
+
+    def __init__(self, runtime: Runtime, listener: ListenerState, proxy: ProxyInfo | None = None):
+        self.runtime = runtime
+        self.listener = listener
+        self.proxy = proxy
+        self.cid = runtime.next_id()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.buffer: list[bytes] = []
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.pause_reading()
+        self.task = self.runtime.loop.create_task(self._connect())
+
+    def data_received(self, data: bytes) -> None:  # only before the tunnel starts
+        self.buffer.append(data)
+
+    def eof_received(self) -> bool:
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _connect(self) -> None:
+        assert self.transport is not None and self.listener.backend is not None
+        backend: BackendState = self.listener.backend
+        transport = self.transport
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        local = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+        client = (peer[0], peer[1])
+        if self.proxy is not None and self.proxy.source is not None:
+            client = self.proxy.source
+        header = proxy_header(backend.spec.proxy_protocol, client, (local[0], local[1]))
+        loop = self.runtime.loop
+        failed: EndpointState | None = None
+        for _attempt in range(2):
+            ep = backend.pick(loop.time(), exclude=failed)
+            if ep is None:
+                log.warning("[%s] tcp %s: no healthy endpoint", self.cid, backend.name)
+                break
+            ep.active += 1
+            try:
+                async with asyncio.timeout(backend.spec.timeouts.connect):
+                    up_transport, pending = await open_upstream(
+                        loop, PendingUpstream, backend, ep, header
+                    )
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                ep.active -= 1
+                backend.endpoint_failed(ep, loop.time(), f"connect failed: {exc!r}")
+                log.warning("[%s] tcp connect to %s failed: %r", self.cid, ep.address, exc)
+                failed = ep
+                continue
+            except asyncio.CancelledError:
+                ep.active -= 1
+                raise
+            ep.record_success()
+            if self.lost:
+                ep.active -= 1
+                up_transport.close()
+                return
+            tunnel = Tunnel(self.runtime, self.cid, "tcp", ep, backend.spec.timeouts.tunnel)
+            tunnel.start(
+                transport,
+                up_transport,
+                up_write_paused=False,
+                down_write_paused=False,
+                client_bytes=b"".join(self.buffer),
+                upstream_bytes=b"".join(pending.buffer),
+            )
+            if pending.eof and tunnel.up is not None:
+                tunnel.up.eof_received()
+            return
+        transport.close()

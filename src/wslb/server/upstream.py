@@ -1,0 +1,192 @@
+"""Connections to endpoints: opening them (TCP, TLS, PROXY header) and the HTTP/1.1 client side.
+
+``UpstreamHTTP`` belongs to at most one :class:`~wslb.server.http1.Exchange` at a time and hands
+the parsed response to it; between exchanges it idles in a :class:`~wslb.server.pool.Pool`, where
+any byte or EOF from the backend closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from wslb.balancer.endpoints import EndpointState
+from wslb.errors import BadGateway, HTTPError
+from wslb.proto.http1 import ResponseHead, ResponseParser
+
+if TYPE_CHECKING:
+    from wslb.server.http1 import Exchange
+    from wslb.server.pool import Pool
+    from wslb.server.runtime import BackendState
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+async def open_upstream(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    backend: BackendState,
+    endpoint: EndpointState,
+    proxy_header: bytes | None,
+) -> tuple[asyncio.Transport, P]:
+    """Connect to ``endpoint``; with a PROXY header, it goes first, before any TLS handshake."""
+    ctx = backend.ssl_context
+    server_hostname = None
+    if ctx is not None:
+        server_hostname = backend.server_hostname or endpoint.host
+    if proxy_header is None:
+        transport, proto = await loop.create_connection(
+            factory, endpoint.host, endpoint.port, ssl=ctx, server_hostname=server_hostname
+        )
+        return transport, proto
+    infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, addr)
+        await loop.sock_sendall(sock, proxy_header)
+        transport, proto = await loop.create_connection(
+            factory, sock=sock, ssl=ctx, server_hostname=server_hostname
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return transport, proto
+
+
+class UpstreamHTTP(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "endpoint",
+        "exchange",
+        "idle_since",
+        "parser",
+        "pool",
+        "reused",
+        "served",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, endpoint: EndpointState, pool: Pool | None) -> None:
+        self.endpoint = endpoint
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser = ResponseParser(self)
+        self.served = 0
+        self.idle_since = 0.0
+        self.closed = False
+        self.write_paused = False
+        self.reused = False
+
+    # ---- pool interface
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- asyncio protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # An idle pooled connection must stay silent: anything else makes it unusable.
+            self.close()
+            return
+        ex.up_progress = True
+        try:
+            offset = self.parser.feed(data)
+        except HTTPError as exc:
+            ex = self.exchange
+            if ex is not None:
+                ex.upstream_failed(exc)
+            self.close()
+            return
+        if offset is not None:
+            ex = self.exchange
+            if ex is None:
+                self.close()
+            else:
+                ex.on_upstream_upgrade(self, data[offset:])
+
+    def eof_received(self) -> bool:
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.pool is not None:
+            self.pool.discard(self)
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_write_resumed()
+
+    # ---- ResponseSink
+    def on_response_head(self, head: ResponseHead) -> None:
+        ex = self.exchange
+        if ex is None:
+            raise BadGateway("unsolicited response on an idle connection")
+        ex.on_response_head(head)
+
+    def on_response_body(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_body(data)
+
+    def on_response_end(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_end()
+
+
+class PendingUpstream(asyncio.Protocol):
+    """Holds a raw upstream connection (tcp forwarding) until the tunnel takes it over."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer: list[bytes] = []
+        self.eof = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True

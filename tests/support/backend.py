@@ -1,0 +1,184 @@
+"""A real HTTP + WebSocket backend for the tests: an ASGI app served by uvicorn.
+
+Run: ``python -m tests.support.backend --name a --ready-file F [--tls-cert C --tls-key K]``.
+It binds 127.0.0.1 on a free port and writes ``{"port": N, "pid": P}`` to the ready file.
+
+Routes:
+  any path                 JSON echo: server name, method, path, query, headers, body size+sha256
+  /bytes/N[?chunked=1]     N bytes (streamed in 64 KiB pieces; Content-Length unless chunked)
+  /status/N                an empty response with that status
+  /slow?delay=S            waits S seconds before the response head
+  /ws                      WebSocket echo; a text "close:CODE" closes with CODE;
+                           "whoami" answers the server name; "bytes:N" answers N bytes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import socket
+from typing import Any
+
+import uvicorn
+import uvloop
+
+NAME = os.environ.get("BACKEND_NAME", "backend")
+
+
+async def _read_body(receive: Any) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            break
+        chunk = msg.get("body", b"")
+        h.update(chunk)
+        size += len(chunk)
+        if not msg.get("more_body"):
+            break
+    return size, h.hexdigest()
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "websocket":
+        await websocket(scope, receive, send)
+        return
+    path: str = scope["path"]
+    query = scope.get("query_string", b"").decode()
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    if path.startswith("/bytes/"):
+        n = int(path.split("/")[2])
+        chunked = params.get("chunked") == "1"
+        headers = [(b"content-type", b"application/octet-stream"), (b"x-server", NAME.encode())]
+        if not chunked:
+            headers.append((b"content-length", str(n).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        block = bytes(range(256)) * 256  # 64 KiB, a recognisable pattern
+        sent = 0
+        while sent < n:
+            piece = block[: min(len(block), n - sent)]
+            sent += len(piece)
+            await send({"type": "http.response.body", "body": piece, "more_body": sent < n})
+        if n == 0:
+            await send({"type": "http.response.body", "body": b""})
+        return
+    if path.startswith("/status/"):
+        status = int(path.split("/")[2])
+        await _read_body(receive)
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"x-server", NAME.encode())]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/slow":
+        await asyncio.sleep(float(params.get("delay", "1")))
+    size, digest = await _read_body(receive)
+    body = json.dumps(
+        {
+            "server": NAME,
+            "method": scope["method"],
+            "path": path,
+            "query": query,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "body_size": size,
+            "body_sha256": digest,
+            "http_version": scope.get("http_version"),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-server", NAME.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    msg = await receive()
+    if msg["type"] != "websocket.connect":
+        return
+    if scope["path"] == "/ws-refuse":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept", "headers": [(b"x-server", NAME.encode())]})
+    while True:
+        msg = await receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        text = msg.get("text")
+        data = msg.get("bytes")
+        if text is not None:
+            if text.startswith("close:"):
+                await send({"type": "websocket.close", "code": int(text[6:])})
+                return
+            if text == "whoami":
+                await send({"type": "websocket.send", "text": NAME})
+                continue
+            if text.startswith("bytes:"):
+                await send({"type": "websocket.send", "bytes": b"x" * int(text[6:])})
+                continue
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": data})
+
+
+def main() -> None:
+    global NAME
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--ready-file", required=True)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    args = ap.parse_args()
+    NAME = args.name
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        ws_max_size=64 * 1024 * 1024,
+        ws_ping_interval=None,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        timeout_keep_alive=30,
+    )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()
+                return
+            await asyncio.sleep(0.01)
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"port": sock.getsockname()[1], "pid": os.getpid()}, fh)
+        os.replace(tmp, args.ready_file)
+        await task
+
+    uvloop.run(run())
+
+
+if __name__ == "__main__":
+    main()
