@@ -78,7 +78,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         status = int(path.split("/")[2])
         await _read_body(receive)
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"x-server", NAME.encode())]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"x-server", NAME.encode())],
+            }
         )
         await send({"type": "http.response.body", "body": b""})
         return

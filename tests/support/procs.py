@@ -88,7 +88,15 @@ def start_backend(
     name: str, workdir: Path, tls: tuple[str, str] | None = None, port: int = 0
 ) -> Proc:
     ready = workdir / f"backend-{name}-{time.monotonic_ns()}.json"
-    args = [sys.executable, "-m", "tests.support.backend", "--name", name, "--ready-file", str(ready)]
+    args = [
+        sys.executable,
+        "-m",
+        "tests.support.backend",
+        "--name",
+        name,
+        "--ready-file",
+        str(ready),
+    ]
     if port:
         args += ["--port", str(port)]
     if tls:

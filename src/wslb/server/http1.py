@@ -71,7 +71,12 @@ P_UPGRADE = 4  # waiting for the upgrade answer
 P_DONE = 8  # the connection is closing or the parser stopped
 
 # downstream timer kinds
-T_NONE, T_FIRST, T_HEAD, T_BODY, T_KEEPALIVE = range(5)
+T_NONE, T_FIRST, T_HEAD, T_BODY, T_KEEPALIVE, T_LINGER = range(6)
+# After an error reply with request bytes possibly unread, wslb half-closes and reads (and
+# drops) what the client still sends for up to this long before closing: closing with unread
+# data would make the kernel send a reset that can destroy the reply (nginx: lingering_close).
+LINGER_TIME = 2.0
+LINGER_BYTES = 1024 * 1024
 
 # exchange states
 S_QUEUED, S_CONNECTING, S_SENT, S_RESPONDING, S_DONE, S_TUNNEL = range(6)
@@ -566,6 +571,7 @@ class Exchange:
         ]
         if self.close_after:
             headers.append((b"Connection", b"close"))
+            down.linger = True
         down.write(response_head_bytes(status, exc.reason.encode(), headers) + body)
         self.resp_started = True
         self.state = S_RESPONDING
@@ -646,6 +652,8 @@ class DownstreamHTTP(asyncio.Protocol):
         self.deadline = 0.0
         self.rx_progress = False
         self.got_bytes = False
+        self.linger = False
+        self.lingering = 0
         self.version11 = True
         self.client_ip = b"0.0.0.0"
         self.client_addr: tuple[str, int] = ("0.0.0.0", 0)
@@ -682,6 +690,11 @@ class DownstreamHTTP(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.rx_progress = True
+        if self.lingering:
+            self.lingering += len(data)
+            if self.lingering > LINGER_BYTES and self.transport is not None:
+                self.transport.close()
+            return
         if self.upgrading is not None:
             self._hold_tail(data)
             return
@@ -697,6 +710,8 @@ class DownstreamHTTP(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.client_eof = True
+        if self.lingering:
+            return False
         if not self.queue and self.upgrading is None:
             return False
         # The client half-closed after sending its request(s): answer, then close.
@@ -896,12 +911,27 @@ class DownstreamHTTP(asyncio.Protocol):
             self.deadline = self.loop.time() + self.listener.client.keepalive_timeout
 
     def close(self) -> None:
-        if self.closing and self.closed:
+        if self.closed or self.lingering:
             return
         self.closing = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self.linger and self.listener.ssl_context is None and transport.can_write_eof():
+            # Half-close after the reply and drain what the client still sends.
+            self.lingering = 1
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                transport.close()
+                return
+            self.paused = 0
+            transport.resume_reading()
+            self.timer = T_LINGER
+            self.deadline = self.loop.time() + LINGER_TIME
+            return
         self.pause(P_DONE)
-        if self.transport is not None:
-            self.transport.close()
+        transport.close()
 
     def sweep(self, now: float) -> None:
         timer = self.timer
@@ -915,6 +945,9 @@ class DownstreamHTTP(asyncio.Protocol):
         elif timer != T_NONE and now >= self.deadline:
             if timer == T_HEAD or (timer == T_FIRST and self.got_bytes):
                 self._client_timeout("request head", RequestTimeout("request head not complete"))
+            elif timer == T_LINGER:
+                if self.transport is not None:
+                    self.transport.close()
             else:
                 self.close()  # idle: close quietly, as nginx and HAProxy do
             return

@@ -1,0 +1,98 @@
+"""Forwarding rules: http->http, https->http, https->https, tcp->tcp, with real httpx clients."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import endpoints, http_config
+from tests.support.procs import Proc, Wslb
+
+SIZES = [0, 1, 10 * 1024 * 1024]
+
+
+def _pattern(n: int) -> bytes:
+    block = bytes(range(256)) * 256
+    return (block * (n // len(block) + 1))[:n]
+
+
+def _rule_config(
+    rule: str, eps: list[str], tls_eps: list[str], server_cert: tuple[str, str]
+) -> tuple[dict[str, Any], str]:
+    entry, target = rule.split("->")
+    tls = {"certificate": server_cert[0], "key": server_cert[1]}
+    backend: dict[str, Any] = {"protocol": target}
+    listener: dict[str, Any] = {"client": {"max_body_size": "64MiB"}}
+    if entry == "https":
+        listener["tls"] = tls
+    if target == "https":
+        return http_config(tls_eps, backend=backend, listener=listener, protocol=entry), "https"
+    if entry == "tcp":
+        cfg = {
+            "listeners": [
+                {
+                    "name": "web",
+                    "address": "127.0.0.1",
+                    "port": 0,
+                    "protocol": "tcp",
+                    "backend": "raw",
+                }
+            ],
+            "backends": [
+                {"name": "raw", "protocol": "tcp", "endpoints": eps, "health": {"enabled": False}}
+            ],
+        }
+        return cfg, "http"
+    return http_config(eps, backend=backend, listener=listener, protocol=entry), entry
+
+
+@pytest.mark.parametrize("rule", ["http->http", "https->http", "https->https", "tcp->tcp"])
+async def test_bodies_arrive_intact(
+    rule: str,
+    wslb: Callable[..., Wslb],
+    backends: list[Proc],
+    tls_backend: Proc,
+    server_cert: tuple[str, str],
+    ca_file: str,
+) -> None:
+    config, scheme = _rule_config(
+        rule, endpoints(backends[:1]), endpoints([tls_backend]), server_cert
+    )
+    lb = wslb(config)
+    base = lb.url("web", "https" if rule.startswith("https") else "http")
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file)
+    async with httpx.AsyncClient(base_url=base, verify=verify, timeout=60) as client:
+        for size in SIZES:
+            # download: Content-Length and chunked
+            for chunked in ("0", "1"):
+                r = await client.get(f"/bytes/{size}", params={"chunked": chunked})
+                assert r.status_code == 200
+                assert len(r.content) == size
+                assert r.content == _pattern(size)
+            # upload
+            body = os.urandom(size)
+            r = await client.post("/upload", content=body)
+            assert r.status_code == 200, r.text
+            echo = r.json()
+            assert echo["body_size"] == size
+            assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+            # upload with chunked framing (a generator has no length)
+            async def gen(data: bytes = body) -> Any:
+                for i in range(0, len(data), 100_000):
+                    yield data[i : i + 100_000]
+
+            r = await client.post("/upload", content=gen())
+            assert r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+    if rule != "tcp->tcp":
+        assert r.json()["headers"]  # went through the HTTP proxy
+        fwd = dict(r.json()["headers"])
+        assert fwd["x-forwarded-proto"] == ("https" if rule.startswith("https") else "http")
+        assert fwd["x-forwarded-for"] == "127.0.0.1"
+        assert fwd["x-forwarded-port"] == str(lb.port("web"))
