@@ -76,7 +76,7 @@ async def test_least_connections_sends_new_websocket_to_fewest_open(
         await ws.send("whoami")
         assert await ws.recv() == fewest
         # Close two on one endpoint: it becomes the least loaded and gets the next.
-        busiest = [n for n in counts if n != fewest][0]
+        busiest = next(n for n in counts if n != fewest)
         closing = [w for w, n in zip(open_ws, [*names, fewest], strict=True) if n == busiest]
         for w in closing:
             await w.close()

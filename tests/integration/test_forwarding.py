@@ -24,7 +24,7 @@ def _pattern(n: int) -> bytes:
 
 def _rule_config(
     rule: str, eps: list[str], tls_eps: list[str], server_cert: tuple[str, str]
-) -> tuple[dict[str, Any], str]:
+) -> dict[str, Any]:
     entry, target = rule.split("->")
     tls = {"certificate": server_cert[0], "key": server_cert[1]}
     backend: dict[str, Any] = {"protocol": target}
@@ -32,7 +32,7 @@ def _rule_config(
     if entry == "https":
         listener["tls"] = tls
     if target == "https":
-        return http_config(tls_eps, backend=backend, listener=listener, protocol=entry), "https"
+        return http_config(tls_eps, backend=backend, listener=listener, protocol=entry)
     if entry == "tcp":
         cfg = {
             "listeners": [
@@ -48,8 +48,8 @@ def _rule_config(
                 {"name": "raw", "protocol": "tcp", "endpoints": eps, "health": {"enabled": False}}
             ],
         }
-        return cfg, "http"
-    return http_config(eps, backend=backend, listener=listener, protocol=entry), entry
+        return cfg
+    return http_config(eps, backend=backend, listener=listener, protocol=entry)
 
 
 @pytest.mark.parametrize("rule", ["http->http", "https->http", "https->https", "tcp->tcp"])
@@ -61,9 +61,7 @@ async def test_bodies_arrive_intact(
     server_cert: tuple[str, str],
     ca_file: str,
 ) -> None:
-    config, scheme = _rule_config(
-        rule, endpoints(backends[:1]), endpoints([tls_backend]), server_cert
-    )
+    config = _rule_config(rule, endpoints(backends[:1]), endpoints([tls_backend]), server_cert)
     lb = wslb(config)
     base = lb.url("web", "https" if rule.startswith("https") else "http")
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file)
