@@ -50,9 +50,11 @@ def parse_config(text: str, source: str, base_dir: str = ".") -> tuple[Config, l
         config = Config.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            path = tuple(
-                p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
-            )
+            path = tuple(err["loc"])
+            if err.get("type") != "missing":
+                # name what the user wrote (``endpoints[0]``), not a key a validator made up
+                while path and path not in loc.lines:
+                    path = path[:-1]
             issues.append(loc.issue(path, _message(err)))
     if config is not None:
         config = _resolve_paths(config, base_dir)
