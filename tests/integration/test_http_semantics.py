@@ -113,7 +113,8 @@ async def test_hop_by_hop_removed_host_kept_forwarded_headers_set(
         lb = wslb(http_config([f"127.0.0.1:{backend.port}"]))
         reader, writer = await asyncio.open_connection("127.0.0.1", lb.port("web"))
         writer.write(
-            b"GET /path?q=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nConnection: keep-alive, X-Secret\r\n"
+            b"GET /path?q=1 HTTP/1.1\r\nHost: Example.COM:8080\r\n"
+            b"Connection: keep-alive, X-Secret\r\n"
             b"X-Secret: drop me\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\n"
             b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Other: kept\r\n\r\n"
         )
