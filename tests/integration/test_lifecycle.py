@@ -24,9 +24,12 @@ def _listening_pids(port: int, root: int) -> set[int]:
     pids = set()
     procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
     for p in procs:
-        for c in p.net_connections(kind="tcp"):
-            if c.status == psutil.CONN_LISTEN and c.laddr.port == port:
-                pids.add(p.pid)
+        try:
+            conns = p.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:  # a worker that just died
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            pids.add(p.pid)
     return pids
 
 

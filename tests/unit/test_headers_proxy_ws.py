@@ -7,66 +7,98 @@ import pytest
 from wslb.errors import BadRequest
 from wslb.proto import proxy_protocol as pp
 from wslb.proto.headers import connection_tokens, forward_request_headers, forward_response_headers
-from wslb.proto.http1 import RequestHead
+from wslb.proto.http1 import RequestHead, RequestParser, ResponseHead, ResponseParser
 from wslb.proto.websocket import UpgradeRequired, accept_value, is_websocket, validate_handshake
 
 
+class _Sink:
+    def __init__(self) -> None:
+        self.head: RequestHead | None = None
+        self.response: ResponseHead | None = None
+
+    def on_request_head(self, head: RequestHead) -> None:
+        self.head = head
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.response = head
+
+    def on_request_body(self, data: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self) -> None: ...
+
+
+def _request(raw: bytes) -> RequestHead:
+    sink = _Sink()
+    RequestParser(sink).feed(raw)
+    assert sink.head is not None
+    return sink.head
+
+
+def _response(raw: bytes) -> ResponseHead:
+    sink = _Sink()
+    ResponseParser(sink).feed(raw)
+    assert sink.response is not None
+    return sink.response
+
+
 def test_request_headers_drop_hop_by_hop_and_connection_named() -> None:
+    head = _request(
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n"
+        b"Keep-Alive: 5\r\nTE: trailers\r\nContent-Length: 3\r\nProxy-Connection: x\r\n"
+        b"X-Keep: yes\r\nExpect: 100-continue\r\n\r\nabc"
+    )
     out = forward_request_headers(
-        [
-            (b"Host", b"a"),
-            (b"Connection", b"keep-alive, X-Private"),
-            (b"X-Private", b"1"),
-            (b"Keep-Alive", b"5"),
-            (b"TE", b"trailers"),
-            (b"Content-Length", b"3"),
-            (b"Upgrade", b"websocket"),
-            (b"X-Keep", b"yes"),
-        ],
-        b"keep-alive, x-private",
-        client_ip=b"10.0.0.1",
-        proto=b"https",
-        port=b"443",
-        trusted=False,
+        head, client_ip=b"10.0.0.1", proto=b"https", port=b"443", trusted=False
     )
     assert out == [
         (b"Host", b"a"),
         (b"X-Keep", b"yes"),
+        (b"Expect", b"100-continue"),
         (b"X-Forwarded-For", b"10.0.0.1"),
         (b"X-Forwarded-Proto", b"https"),
         (b"X-Forwarded-Port", b"443"),
     ]
+    # the head itself is not consumed: a retry forwards the same
+    assert (
+        forward_request_headers(
+            head, client_ip=b"10.0.0.1", proto=b"https", port=b"443", trusted=False
+        )
+        == out
+    )
 
 
 def test_forwarded_headers_trusted_and_untrusted() -> None:
-    headers = [
-        (b"X-Forwarded-For", b"1.1.1.1"),
-        (b"x-forwarded-for", b"2.2.2.2"),
-        (b"X-Forwarded-Proto", b"http"),
-    ]
-    untrusted = forward_request_headers(
-        headers, b"", client_ip=b"9.9.9.9", proto=b"https", port=b"443", trusted=False
+    head = _request(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n"
+        b"X-Forwarded-Proto: http\r\nX-Forwarded-Port: 80\r\n\r\n"
     )
-    assert dict(untrusted)[b"X-Forwarded-For"] == b"9.9.9.9"
-    assert dict(untrusted)[b"X-Forwarded-Proto"] == b"https"
-    trusted = forward_request_headers(
-        headers, b"", client_ip=b"9.9.9.9", proto=b"https", port=b"443", trusted=True
+    untrusted = dict(
+        forward_request_headers(
+            head, client_ip=b"9.9.9.9", proto=b"https", port=b"443", trusted=False
+        )
     )
-    assert dict(trusted)[b"X-Forwarded-For"] == b"1.1.1.1, 2.2.2.2, 9.9.9.9"
-    assert dict(trusted)[b"X-Forwarded-Proto"] == b"http"
+    assert untrusted[b"X-Forwarded-For"] == b"9.9.9.9"
+    assert untrusted[b"X-Forwarded-Proto"] == b"https"
+    assert untrusted[b"X-Forwarded-Port"] == b"443"
+    trusted = dict(
+        forward_request_headers(
+            head, client_ip=b"9.9.9.9", proto=b"https", port=b"443", trusted=True
+        )
+    )
+    assert trusted[b"X-Forwarded-For"] == b"1.1.1.1, 2.2.2.2, 9.9.9.9"
+    assert trusted[b"X-Forwarded-Proto"] == b"http"
+    assert trusted[b"X-Forwarded-Port"] == b"80"
 
 
 def test_response_headers() -> None:
-    out = forward_response_headers(
-        [
-            (b"Content-Length", b"5"),
-            (b"Connection", b"close, X-Hop"),
-            (b"X-Hop", b"1"),
-            (b"Set-Cookie", b"a=b"),
-            (b"Transfer-Encoding", b"chunked"),
-        ]
+    head = _response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
+        b"Set-Cookie: a=b\r\nKeep-Alive: timeout=5\r\n\r\n"
     )
-    assert out == [(b"Set-Cookie", b"a=b")]
+    assert forward_response_headers(head) == [(b"Set-Cookie", b"a=b")]
+    head = _response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n")
+    assert forward_response_headers(head) == [(b"X", b"y")]
 
 
 def test_connection_tokens() -> None:

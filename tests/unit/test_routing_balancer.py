@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-from wslb.balancer.endpoints import EndpointState, pick_least_connections, pick_round_robin
+from wslb.balancer.endpoints import (
+    EndpointState,
+    available,
+    next_change,
+    pick_least_connections,
+    pick_round_robin,
+)
+from wslb.config.model import BackendSpec
 from wslb.routing.table import RouteEntry, RouteTable, normalise_host
+from wslb.server.runtime import BackendState
 
 
 def table(*rules: tuple[str | None, str, str, str]) -> RouteTable[str]:
@@ -69,30 +77,31 @@ def eps(*weights: int) -> list[EndpointState]:
 
 def test_smooth_weighted_round_robin_sequence() -> None:
     e = eps(5, 1, 1)
-    seq = [pick_round_robin(e, 0.0) for _ in range(7)]
+    seq = [pick_round_robin(e) for _ in range(7)]
     names = "".join("abc"[e.index(x)] for x in seq if x is not None)
     assert names == "aabacaa"
 
 
 def test_round_robin_even_spread_and_skips_unavailable() -> None:
     e = eps(1, 1, 1)
-    picks = Counter(pick_round_robin(e, 0.0) for _ in range(300))
+    picks = Counter(pick_round_robin(e) for _ in range(300))
     assert set(picks.values()) == {100}
     e[1].healthy = False
     e[2].ejected_until = 10.0
-    assert {pick_round_robin(e, 5.0) for _ in range(10)} == {e[0]}
-    assert pick_round_robin(e, 5.0, exclude=e[0]) is None
-    assert pick_round_robin(e, 11.0, exclude=e[0]) is e[2]
+    assert {pick_round_robin(available(e, 5.0)) for _ in range(10)} == {e[0]}
+    assert pick_round_robin(available(e, 5.0), exclude=e[0]) is None
+    assert pick_round_robin(available(e, 11.0), exclude=e[0]) is e[2]
+    assert next_change(e, 5.0) == 10.0
 
 
 def test_least_connections_uses_active_over_weight() -> None:
     e = eps(1, 2, 1)
     e[0].active, e[1].active, e[2].active = 2, 3, 1
-    assert pick_least_connections(e, 0.0) is e[2]  # 2/1, 3/2, 1/1
+    assert pick_least_connections(e) is e[2]  # 2/1, 3/2, 1/1
     e[2].active = 2
-    assert pick_least_connections(e, 0.0) is e[1]  # 1.5 is the least
+    assert pick_least_connections(e) is e[1]  # 1.5 is the least
     e[1].active = 5  # 2/1, 5/2, 2/1: the first and the last tie
-    ties = Counter(pick_least_connections(e, 0.0) for _ in range(10))
+    ties = Counter(pick_least_connections(e) for _ in range(10))
     assert ties[e[0]] == 5 and ties[e[2]] == 5  # ties are spread, not always the first
 
 
@@ -115,3 +124,16 @@ def test_passive_ejection_window() -> None:
     assert ep.record_failure(12.0, 2, 10) is True
     assert not ep.available(15.0) and ep.available(22.0)
     assert ep.record_failure(0.0, max_fails=0, fail_timeout=10) is False  # 0 disables
+
+
+def test_backend_caches_availability_until_it_changes() -> None:
+    b = BackendState(BackendSpec(name="b", endpoints=("10.0.0.1:80", "10.0.0.2:80")))
+    one, two = b.endpoints
+    assert {b.pick(0.0) for _ in range(4)} == {one, two}
+    b.endpoint_failed(one, 1.0, "refused")  # ejected for 10 s: the cache is rebuilt
+    assert {b.pick(2.0) for _ in range(4)} == {two}
+    assert {b.pick(11.5) for _ in range(4)} == {one, two}  # the ejection ended by itself
+    two.healthy = False
+    b.health_changed()
+    assert {b.pick(12.0) for _ in range(4)} == {one}
+    assert b.pick(12.0, exclude=one) is None

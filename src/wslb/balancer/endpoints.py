@@ -11,10 +11,14 @@ Policies:
   its running score, takes the highest, and subtracts the total from the winner: weights 5,1,1
   give a a b a c a a, never a burst.
 * ``least_connections``: fewest ``active / weight``; ties go to smooth round robin among them.
+
+Policies pick among *available* endpoints; callers cache that list (``available``) and rebuild it
+when a health state changes or when ``next_change`` says an ejection has ended.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -91,6 +95,15 @@ class EndpointState:
             self._fail_times = []
 
 
+def available(endpoints: Sequence[EndpointState], now: float) -> list[EndpointState]:
+    return [ep for ep in endpoints if ep.available(now)]
+
+
+def next_change(endpoints: Sequence[EndpointState], now: float) -> float:
+    """When the availability of ``endpoints`` next changes by itself (an ejection ends)."""
+    return min((ep.ejected_until for ep in endpoints if ep.ejected_until > now), default=math.inf)
+
+
 def _smooth_pick(candidates: Sequence[EndpointState]) -> EndpointState:
     total = 0
     best: EndpointState | None = None
@@ -105,9 +118,11 @@ def _smooth_pick(candidates: Sequence[EndpointState]) -> EndpointState:
 
 
 def pick_round_robin(
-    endpoints: Sequence[EndpointState], now: float, exclude: EndpointState | None = None
+    candidates: Sequence[EndpointState], exclude: EndpointState | None = None
 ) -> EndpointState | None:
-    candidates = [ep for ep in endpoints if ep is not exclude and ep.available(now)]
+    """Smooth weighted round robin over available ``candidates``."""
+    if exclude is not None:
+        candidates = [ep for ep in candidates if ep is not exclude]
     if not candidates:
         return None
     if len(candidates) == 1:
@@ -116,11 +131,12 @@ def pick_round_robin(
 
 
 def pick_least_connections(
-    endpoints: Sequence[EndpointState], now: float, exclude: EndpointState | None = None
+    candidates: Sequence[EndpointState], exclude: EndpointState | None = None
 ) -> EndpointState | None:
+    """Fewest active per weight among available ``candidates``; ties by round robin."""
     best: list[EndpointState] = []
-    for ep in endpoints:
-        if ep is exclude or not ep.available(now):
+    for ep in candidates:
+        if ep is exclude:
             continue
         if not best:
             best = [ep]

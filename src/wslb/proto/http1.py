@@ -27,22 +27,60 @@ from wslb.errors import (
 
 Headers = list[tuple[bytes, bytes]]
 
-_CONTENT_LENGTH = b"content-length"
-_TRANSFER_ENCODING = b"transfer-encoding"
-_CONNECTION = b"connection"
-_HOST = b"host"
-_UPGRADE = b"upgrade"
-_EXPECT = b"expect"
+# Hop-by-hop fields (RFC 9110 7.6.1): never forwarded, in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+# The parsers classify each field name once, while parsing: most fields cost one dict lookup and
+# go straight into the head's ``forward`` list (what a proxy passes on), so that forwarding needs
+# no second pass over the headers.
+(
+    _HOST,
+    _CONTENT_LENGTH,
+    _TRANSFER_ENCODING,
+    _CONNECTION,
+    _UPGRADE,
+    _EXPECT,
+    _HOP,
+    _XFF,
+    _XFPROTO,
+    _XFPORT,
+) = range(10)
+_KINDS = {name: _HOP for name in HOP_BY_HOP} | {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE,
+    b"expect": _EXPECT,
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFPROTO,
+    b"x-forwarded-port": _XFPORT,
+}
 
 
 class RequestHead:
-    """A parsed request head. ``headers`` keeps names as sent, in order."""
+    """A parsed request head. ``headers`` keeps every field as sent, in order; ``forward`` the
+    ones a proxy passes on as they are (no hop-by-hop, framing or X-Forwarded-* fields, whose
+    values are kept in ``xff``, ``xfproto`` and ``xfport``)."""
 
     __slots__ = (
         "chunked",
         "connection",
         "content_length",
         "expect_continue",
+        "forward",
         "headers",
         "host",
         "keep_alive",
@@ -52,9 +90,16 @@ class RequestHead:
         "target",
         "upgrade",
         "version",
+        "xff",
+        "xfport",
+        "xfproto",
     )
 
     def __init__(self) -> None:
+        self.forward: Headers = []
+        self.xff: bytes | None = None
+        self.xfproto: bytes | None = None
+        self.xfport: bytes | None = None
         self.method = b"GET"
         self.target = b"/"
         self.path = "/"
@@ -82,9 +127,13 @@ class RequestHead:
 
 
 class ResponseHead:
+    """A parsed response head; ``forward`` as for :class:`RequestHead`."""
+
     __slots__ = (
         "chunked",
+        "connection",
         "content_length",
+        "forward",
         "headers",
         "keep_alive",
         "reason",
@@ -93,6 +142,8 @@ class ResponseHead:
     )
 
     def __init__(self) -> None:
+        self.connection: bytes = b""  # Connection header value, lowercase
+        self.forward: Headers = []
         self.status = 0
         self.reason = b""
         self.version = "1.1"
@@ -103,7 +154,6 @@ class ResponseHead:
 
 
 class RequestSink(Protocol):
-    def on_request_begin(self) -> None: ...
     def on_request_head(self, head: RequestHead) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_end(self) -> None: ...
@@ -200,7 +250,6 @@ class RequestParser:
         self._in_head = True
         self._head_bytes = 0
         self._raw_bytes = 0
-        self._sink.on_request_begin()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -217,26 +266,36 @@ class RequestParser:
             raise HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
         if self._head_bytes > self._max_header_size:
             raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
-        lname = name.lower()
-        if lname == _HOST:
+        kind = _KINDS.get(name.lower())
+        if kind is None:
+            head.forward.append((name, value))
+        elif kind == _HOST:
             if head.host is not None:
                 raise BadRequest("duplicate Host header")
             head.host = value.decode("latin-1")
-        elif lname == _CONTENT_LENGTH:
+            head.forward.append((name, value))
+        elif kind == _CONTENT_LENGTH:
             n = _parse_content_length(value, BadRequest)
             if head.content_length is not None and head.content_length != n:
                 raise BadRequest("conflicting Content-Length headers")
             head.content_length = n
-        elif lname == _TRANSFER_ENCODING:
+        elif kind == _TRANSFER_ENCODING:
             head.chunked = True
-        elif lname == _CONNECTION:
+        elif kind == _CONNECTION:
             head.connection = (
                 (head.connection + b"," + value).lower() if head.connection else value.lower()
             )
-        elif lname == _UPGRADE:
+        elif kind == _UPGRADE:
             head.upgrade = value
-        elif lname == _EXPECT:
+        elif kind == _EXPECT:
             head.expect_continue = value.strip().lower() == b"100-continue"
+            head.forward.append((name, value))
+        elif kind == _XFF:
+            head.xff = value if head.xff is None else head.xff + b", " + value
+        elif kind == _XFPROTO:
+            head.xfproto = value
+        elif kind == _XFPORT:
+            head.xfport = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -286,10 +345,10 @@ class RequestParser:
 class ResponseParser:
     """Client side of HTTP/1.1 on one upstream connection."""
 
-    __slots__ = ("_head", "_parser", "_sink")
+    __slots__ = ("_head", "_parser", "sink")
 
     def __init__(self, sink: ResponseSink) -> None:
-        self._sink = sink
+        self.sink = sink
         self._parser = httptools.HttpResponseParser(self)
         self._head = ResponseHead()
 
@@ -315,14 +374,20 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
         head.headers.append((name, value))
-        lname = name.lower()
-        if lname == _CONTENT_LENGTH:
+        kind = _KINDS.get(name.lower())
+        if kind is None or kind == _HOST or kind == _EXPECT or kind >= _XFF:
+            head.forward.append((name, value))
+        elif kind == _CONTENT_LENGTH:
             n = _parse_content_length(value, BadGateway)
             if head.content_length is not None and head.content_length != n:
                 raise BadGateway("conflicting Content-Length headers from upstream")
             head.content_length = n
-        elif lname == _TRANSFER_ENCODING:
+        elif kind == _TRANSFER_ENCODING:
             head.chunked = True
+        elif kind == _CONNECTION:
+            head.connection = (
+                (head.connection + b"," + value).lower() if head.connection else value.lower()
+            )
 
     def on_headers_complete(self) -> None:
         p = self._parser
@@ -332,13 +397,13 @@ class ResponseParser:
         head.keep_alive = p.should_keep_alive()
         if head.chunked:
             head.content_length = None
-        self._sink.on_response_head(head)
+        self.sink.on_response_head(head)
 
     def on_body(self, body: bytes) -> None:
-        self._sink.on_response_body(body)
+        self.sink.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        self._sink.on_response_end()
+        self.sink.on_response_end()
 
 
 # --------------------------------------------------------------------------- serialisation

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+HOST_CACHE = 4096  # Host values remembered per table (cleared when full)
 
 
 @dataclass
@@ -75,10 +76,22 @@ class RouteTable(Generic[T]):
                 table = self._exact.setdefault(e.host, _PathTable())
             table.add(e.path, e.path_type, e.target)
         self.empty = not (self._exact or self._wildcard or self._any)
+        self._hosts: dict[str | None, _PathTable[T] | None] = {}
 
     def match(self, host: str | None, path: str) -> T | None:
         """``host`` as the client sent it (any case, maybe with a port)."""
-        table = None
+        try:
+            table = self._hosts[host]
+        except KeyError:
+            table = self._host_table(host)
+            if len(self._hosts) >= HOST_CACHE:
+                self._hosts.clear()
+            self._hosts[host] = table
+        if table is None:
+            return None
+        return table.match(path)
+
+    def _host_table(self, host: str | None) -> _PathTable[T] | None:
         if host:
             name = normalise_host(host)
             table = self._exact.get(name)
@@ -86,11 +99,9 @@ class RouteTable(Generic[T]):
                 dot = name.find(".")
                 if dot > 0:
                     table = self._wildcard.get(name[dot + 1 :])
-        if table is None:
-            table = self._any
-            if table is None:
-                return None
-        return table.match(path)
+            if table is not None:
+                return table
+        return self._any
 
 
 def normalise_host(host: str) -> str:

@@ -76,6 +76,7 @@ class HealthChecker:
         while True:
             ok, detail = await probe(backend, ep)
             if ep.record_check(ok, spec.healthy_threshold, spec.unhealthy_threshold):
+                backend.health_changed()
                 if ep.healthy:
                     log.warning(
                         "backend %s: endpoint %s is healthy again (%s)",

@@ -103,6 +103,7 @@ class Exchange:
         "interim",
         "is_upgrade",
         "mode",
+        "pending_head",
         "req_done",
         "req_sent",
         "resp_started",
@@ -140,6 +141,7 @@ class Exchange:
         self.is_upgrade = False
         self.interim = False
         self.mode = M_NONE
+        self.pending_head = b""
         self.up_chunked = False
         self.up_until_close = False
         self.up_progress = False
@@ -258,7 +260,7 @@ class Exchange:
     def attach(self, up: UpstreamHTTP) -> None:
         self.up = up
         self.reused = up.reused
-        up.exchange = self
+        up.attach(self)
         up.served += 1
         self.state = S_SENT
         if self.down.write_paused and up.transport is not None:
@@ -271,8 +273,7 @@ class Exchange:
         down = self.down
         head = self.head
         headers = forward_request_headers(
-            head.headers,
-            head.connection,
+            head,
             client_ip=down.client_ip,
             proto=down.listener.scheme,
             port=down.listener.port_bytes,
@@ -358,13 +359,13 @@ class Exchange:
             self.interim = True
             if self.down.version11 and not self.resp_started:
                 self.down.write(
-                    response_head_bytes(status, rh.reason, forward_response_headers(rh.headers))
+                    response_head_bytes(status, rh.reason, forward_response_headers(rh))
                 )
             return
         down = self.down
         head = self.head
         self.state = S_RESPONDING
-        headers = forward_response_headers(rh.headers)
+        headers = forward_response_headers(rh)
         no_body = head.method == b"HEAD" or status in (204, 304)
         if no_body:
             self.mode = M_NONE
@@ -389,11 +390,15 @@ class Exchange:
             headers.append((b"Connection", b"close"))
         elif not down.version11:
             headers.append((b"Connection", b"keep-alive"))
-        down.write(
-            response_head_bytes(status, rh.reason or REASONS.get(status, "").encode(), headers)
-        )
+        out = response_head_bytes(status, rh.reason or REASONS.get(status, "").encode(), headers)
         self.resp_started = True
         self.deadline = 0.0
+        if self.mode == M_NONE:
+            down.write(out)
+        else:
+            # Held until the first body bytes (or the end of this read) so that head and body
+            # usually leave in one system call.
+            self.pending_head = out
         if head.method == b"HEAD":
             # httptools cannot be told the response to a HEAD has no body: finish here and
             # do not reuse the connection.
@@ -401,10 +406,23 @@ class Exchange:
 
     def on_response_body(self, data: bytes) -> None:
         mode = self.mode
-        if mode == M_LENGTH or mode == M_CLOSE:
+        head = self.pending_head
+        if head:
+            self.pending_head = b""
+            if mode == M_CHUNKED:
+                self.down.writelines((head, chunk_header(len(data)), data, CRLF))
+            else:
+                self.down.writelines((head, data))
+        elif mode == M_LENGTH or mode == M_CLOSE:
             self.down.write(data)
         elif mode == M_CHUNKED:
             self.down.writelines((chunk_header(len(data)), data, CRLF))
+
+    def flush_head(self) -> None:
+        """End of one read from the upstream: a head held for its body goes now."""
+        if self.pending_head:
+            head, self.pending_head = self.pending_head, b""
+            self.down.write(head)
 
     def on_response_end(self) -> None:
         if self.interim:
@@ -412,7 +430,11 @@ class Exchange:
             return
         if self.state != S_RESPONDING:
             return
-        if self.mode == M_CHUNKED:
+        head = self.pending_head
+        if head:
+            self.pending_head = b""
+            self.down.write(head + LAST_CHUNK if self.mode == M_CHUNKED else head)
+        elif self.mode == M_CHUNKED:
             self.down.write(LAST_CHUNK)
         self.finish(reusable=self.req_sent and not self.up_until_close)
 
@@ -420,7 +442,7 @@ class Exchange:
         """The upstream answered 101; ``tail`` are bytes it sent after the head."""
         rh_headers = up.parser._head.headers
         if not self.is_upgrade:
-            up.exchange = None
+            up.detach()
             up.close()
             self.up = None
             self.local_reply(BadGateway("upstream answered 101 to a request that did not upgrade"))
@@ -438,7 +460,7 @@ class Exchange:
         )
         self.resp_started = True
         self.state = S_TUNNEL
-        up.exchange = None
+        up.detach()
         self.up = None
         assert self.route is not None and self.endpoint is not None and up.transport is not None
         tunnel = Tunnel(
@@ -457,6 +479,7 @@ class Exchange:
 
     def upstream_eof(self) -> None:
         if self.state == S_RESPONDING and self.up_until_close:
+            self.flush_head()
             if self.mode == M_CHUNKED:
                 self.down.write(LAST_CHUNK)
             self.finish(reusable=False)
@@ -476,6 +499,7 @@ class Exchange:
         if state in (S_DONE, S_TUNNEL, S_QUEUED, S_CONNECTING):
             return
         if state == S_RESPONDING:
+            self.flush_head()
             if self.up_until_close:
                 if self.mode == M_CHUNKED:
                     self.down.write(LAST_CHUNK)
@@ -537,7 +561,7 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            up.exchange = None
+            up.detach()
             up.close()
 
     def _cancel_connect(self) -> None:
@@ -591,7 +615,7 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            up.exchange = None
+            up.detach()
             pool = up.pool
             if (
                 reusable
@@ -700,6 +724,12 @@ class DownstreamHTTP(asyncio.Protocol):
             return
         if self.closing and not self.queue:
             return
+        timer = self.timer
+        if timer == T_KEEPALIVE or timer == T_NONE or timer == T_FIRST:
+            # bytes of a new request: its head must be complete within header_timeout
+            self.got_bytes = True
+            self.timer = T_HEAD
+            self.deadline = self.loop.time() + self.listener.client.header_timeout
         try:
             offset = self.parser.feed(data)
         except HTTPError as exc:
@@ -765,12 +795,6 @@ class DownstreamHTTP(asyncio.Protocol):
             self.transport.writelines(data)
 
     # ------------------------------------------------------------------ RequestSink
-    def on_request_begin(self) -> None:
-        self.got_bytes = True
-        if self.timer in (T_FIRST, T_KEEPALIVE, T_NONE):
-            self.timer = T_HEAD
-            self.deadline = self.loop.time() + self.listener.client.header_timeout
-
     def on_request_head(self, head: RequestHead) -> None:
         self.version11 = head.version == "1.1"
         ex = Exchange(self, head)

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from wslb.balancer.endpoints import POLICIES, EndpointState
+from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_change
 from wslb.config.model import BackendSpec, ClientSpec, Config, ListenerSpec, RouteSpec, TimeoutsSpec
 from wslb.routing.table import RouteEntry, RouteTable
 from wslb.server.clock import Sweeper, interval_for
@@ -47,14 +47,25 @@ class BackendState:
             client_context(spec.tls) if spec.protocol == "https" else None
         )
         self.server_hostname = spec.tls.server_name
+        self._available: list[EndpointState] | None = None
+        self._available_until = 0.0
         self.retry_after = str(spec.retry_after).encode()
 
     def pick(self, now: float, exclude: EndpointState | None = None) -> EndpointState | None:
-        return self._policy(self.endpoints, now, exclude)
+        avail = self._available
+        if avail is None or now >= self._available_until:
+            avail = self._available = available(self.endpoints, now)
+            self._available_until = next_change(self.endpoints, now)
+        return self._policy(avail, exclude)
+
+    def health_changed(self) -> None:
+        """An endpoint's health or drain state changed: recompute who is available."""
+        self._available = None
 
     def endpoint_failed(self, ep: EndpointState, now: float, why: str) -> None:
         p = self.spec.passive
         if ep.record_failure(now, p.max_fails, p.fail_timeout):
+            self.health_changed()
             log.warning(
                 "backend %s: endpoint %s ejected for %.0fs after %s",
                 self.name,

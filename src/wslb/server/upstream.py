@@ -84,6 +84,15 @@ class UpstreamHTTP(asyncio.Protocol):
         self.write_paused = False
         self.reused = False
 
+    def attach(self, exchange: Exchange) -> None:
+        """Serve ``exchange``: the response parser reports to it directly."""
+        self.exchange = exchange
+        self.parser.sink = exchange
+
+    def detach(self) -> None:
+        self.exchange = None
+        self.parser.sink = self
+
     # ---- pool interface
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -123,6 +132,10 @@ class UpstreamHTTP(asyncio.Protocol):
                 self.close()
             else:
                 ex.on_upstream_upgrade(self, data[offset:])
+            return
+        ex = self.exchange
+        if ex is not None and ex.pending_head:
+            ex.flush_head()
 
     def eof_received(self) -> bool:
         ex = self.exchange
@@ -136,7 +149,7 @@ class UpstreamHTTP(asyncio.Protocol):
             self.pool.discard(self)
         ex = self.exchange
         if ex is not None:
-            self.exchange = None
+            self.detach()
             ex.upstream_lost(exc)
 
     def pause_writing(self) -> None:
@@ -151,22 +164,15 @@ class UpstreamHTTP(asyncio.Protocol):
         if ex is not None:
             ex.upstream_write_resumed()
 
-    # ---- ResponseSink
+    # ---- ResponseSink while no exchange is attached (attached, the exchange is the sink)
     def on_response_head(self, head: ResponseHead) -> None:
-        ex = self.exchange
-        if ex is None:
-            raise BadGateway("unsolicited response on an idle connection")
-        ex.on_response_head(head)
+        raise BadGateway("unsolicited response on an idle connection")
 
     def on_response_body(self, data: bytes) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.on_response_body(data)
+        pass
 
     def on_response_end(self) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.on_response_end()
+        pass
 
 
 class PendingUpstream(asyncio.Protocol):

@@ -1,0 +1,522 @@
+"""`make bench`: wslb, nginx and HAProxy side by side, in one run, on this machine.
+
+Each proxy in turn is pinned to core 0 and the load generators and backends to core 1. The same
+backends serve all three: nginx answering `200 ok` for HTTP (two servers) and a minimal RFC 6455
+echo server for WebSockets (two servers). Every proxy keeps upstream connections alive, logs
+nothing per request, runs one worker (one thread), and balances round robin.
+
+Measured, for each proxy:
+  * HTTP/1.1 keep-alive: wrk, 50 connections: requests/s, p99, proxy CPU per request
+  * WebSocket echo, 50 connections, 64 B and 4 KiB: msgs/s, p50, p99, proxy CPU per message
+  * idle WebSockets: proxy RSS growth per connection with 5,000 open
+CPU is the proxy processes' utime + stime from /proc/PID/stat over the measured window; a
+"message" is one echo round trip (the proxy relays it twice). Ratios are against nginx measured in
+the same run: absolute numbers on a shared machine are noise, ratios much less so.
+
+    python bench/run.py [--seconds 10] [--idle 5000] [--only wslb,nginx,haproxy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def pin(core: str | None) -> list[str]:
+    return ["taskset", "-c", core] if core is not None and shutil.which("taskset") else []
+
+
+def ensure_tools() -> None:
+    missing = [
+        pkg
+        for pkg, exe in (("nginx", "nginx"), ("haproxy", "haproxy"), ("wrk", "wrk"))
+        if shutil.which(exe) is None and not Path(f"/usr/sbin/{exe}").exists()
+    ]
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print(f"installing {' '.join(missing)} from the OS packages...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    res = subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-q", *missing], env=env, capture_output=True
+    )
+    if res.returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update", "-q"], env=env, check=True, capture_output=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", *missing], env=env, check=True)
+
+
+def exe(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def tree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class Result:
+    name: str
+    http_rps: float = 0.0
+    http_p99_ms: float = 0.0
+    http_cpu_us: float = 0.0
+    ws: dict[int, dict[str, float]] = field(default_factory=dict)
+    idle_rss_per_ws: float = 0.0
+    idle_open: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Proxy:
+    name = ""
+
+    def __init__(self, work: Path, port: int, http_eps: list[int], ws_eps: list[int]) -> None:
+        self.work = work
+        self.port = port
+        self.http_eps = http_eps
+        self.ws_eps = ws_eps
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, core: str | None) -> None:
+        log = open(self.work / f"{self.name}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([*pin(core), *self.command()], stdout=log, stderr=log)
+        wait_port(self.port)
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return tree(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if self.name != "nginx" else signal.SIGQUIT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Nginx(Proxy):
+    name = "nginx"
+
+    def command(self) -> list[str]:
+        web = "".join(f"server 127.0.0.1:{p};" for p in self.http_eps)
+        ws = "".join(f"server 127.0.0.1:{p};" for p in self.ws_eps)
+        conf = self.work / "nginx-proxy.conf"
+        conf.write_text(f"""
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {self.work}/nginx-proxy.pid;
+error_log {self.work}/nginx-proxy-error.log warn;
+events {{ worker_connections 30000; }}
+http {{
+  access_log off;
+  upstream web {{ {web} keepalive 32; }}
+  upstream ws {{ {ws} }}
+  server {{
+    listen 127.0.0.1:{self.port} backlog=4096;
+    location /ws {{
+      proxy_pass http://ws;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 3600s;
+      proxy_send_timeout 3600s;
+    }}
+    location / {{
+      proxy_pass http://web;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+        return [exe("nginx"), "-p", str(self.work), "-c", str(conf), "-g", "daemon off;"]
+
+
+class HAProxy(Proxy):
+    name = "haproxy"
+
+    def command(self) -> list[str]:
+        web = "\n".join(f"  server w{i} 127.0.0.1:{p}" for i, p in enumerate(self.http_eps))
+        ws = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(self.ws_eps))
+        conf = self.work / "haproxy.cfg"
+        conf.write_text(f"""
+global
+  nbthread 1
+  maxconn {max(1000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 100) // 2)}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 3600s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{self.port}
+  use_backend ws if {{ path_beg /ws }}
+  default_backend web
+backend web
+  balance roundrobin
+  http-reuse always
+{web}
+backend ws
+  balance roundrobin
+{ws}
+""")
+        return [exe("haproxy"), "-f", str(conf)]
+
+
+class Wslb(Proxy):
+    name = "wslb"
+
+    def command(self) -> list[str]:
+        import yaml
+
+        conf = self.work / "wslb.yaml"
+        conf.write_text(
+            yaml.safe_dump(
+                {
+                    "listeners": [
+                        {
+                            "name": "web",
+                            "address": "127.0.0.1",
+                            "port": self.port,
+                            "protocol": "http",
+                        }
+                    ],
+                    "backends": [
+                        {
+                            "name": "web",
+                            "endpoints": [f"127.0.0.1:{p}" for p in self.http_eps],
+                            "keepalive": {"enabled": True},
+                            "health": {"enabled": False},
+                        },
+                        {
+                            "name": "ws",
+                            "endpoints": [f"127.0.0.1:{p}" for p in self.ws_eps],
+                            "health": {"enabled": False},
+                        },
+                    ],
+                    "routes": [{"path": "/ws", "backend": "ws"}, {"path": "/", "backend": "web"}],
+                }
+            )
+        )
+        return [sys.executable, "-m", "wslb", "serve", "-c", str(conf), "--log-level", "warning"]
+
+
+def run_wrk(port: int, seconds: float, core: str | None) -> tuple[int, float, float]:
+    out = subprocess.run(
+        [
+            *pin(core),
+            exe("wrk"),
+            "-t1",
+            "-c50",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert m is not None
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors", out)
+    if errors:
+        print(f"  wrk reported errors:\n{out}", flush=True)
+    return requests, rps, p99
+
+
+def run_ws(proxy: Proxy, size: int, seconds: float, core: str | None) -> dict[str, float]:
+    p = subprocess.Popen(
+        [
+            *pin(core),
+            sys.executable,
+            str(HERE / "ws_load.py"),
+            "--port",
+            str(proxy.port),
+            "--size",
+            str(size),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None
+    pids = proxy.pids()
+    cpu0 = cpu1 = 0.0
+    result: dict[str, float] = {}
+    for line in p.stdout:
+        line = line.strip()
+        if line == "start":
+            cpu0 = cpu_seconds(pids)
+        elif line == "stop":
+            cpu1 = cpu_seconds(pids)
+        elif line.startswith("{"):
+            result = json.loads(line)
+    p.wait()
+    result["cpu_us"] = (cpu1 - cpu0) / result["messages"] * 1e6 if result.get("messages") else 0.0
+    return result
+
+
+def run_idle(proxy: Proxy, n: int, core: str | None) -> tuple[float, int]:
+    pids = proxy.pids()
+    before = rss_bytes(pids)
+    p = subprocess.Popen(
+        [
+            *pin(core),
+            sys.executable,
+            str(HERE / "ws_load.py"),
+            "--port",
+            str(proxy.port),
+            "--idle",
+            str(n),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdin is not None
+    line = p.stdout.readline()
+    opened = json.loads(line)["ready"] if line.startswith("{") else 0
+    time.sleep(1.0)  # let the proxy settle (allocator, lazily grown buffers)
+    after = rss_bytes(proxy.pids())
+    p.stdin.close()
+    p.wait(60)
+    return (after - before) / max(opened, 1), opened
+
+
+def bench(names: list[str], seconds: float, idle: int) -> list[Result]:
+    ensure_tools()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    cores = os.sched_getaffinity(0)
+    proxy_core, load_core = ("0", "1") if len(cores) >= 2 else (None, None)
+    work = Path(tempfile.mkdtemp(prefix="wslb-bench-"))
+    http_eps = [free_port(), free_port()]
+    ws_eps = [free_port(), free_port()]
+    (work / "logs").mkdir()
+    backend_conf = work / "nginx-backend.conf"
+    servers = "".join(
+        f"server {{ listen 127.0.0.1:{p} backlog=4096; keepalive_requests 1000000; "
+        f"location / {{ return 200 'ok'; }} }}\n"
+        for p in http_eps
+    )
+    backend_conf.write_text(
+        f"worker_processes 1;\nworker_rlimit_nofile 65536;\npid {work}/nginx-backend.pid;\n"
+        f"error_log {work}/nginx-backend-error.log warn;\n"
+        f"events {{ worker_connections 30000; }}\nhttp {{ access_log off;\n{servers}}}\n"
+    )
+    started: list[subprocess.Popen[bytes]] = []
+    results: list[Result] = []
+    try:
+        started.append(
+            subprocess.Popen(
+                [
+                    *pin(load_core),
+                    exe("nginx"),
+                    "-p",
+                    str(work),
+                    "-c",
+                    str(backend_conf),
+                    "-g",
+                    "daemon off;",
+                ]
+            )
+        )
+        started.append(
+            subprocess.Popen(
+                [*pin(load_core), sys.executable, str(HERE / "ws_echo.py"), *map(str, ws_eps)]
+            )
+        )
+        for p in http_eps + ws_eps:
+            wait_port(p)
+        classes = {"nginx": Nginx, "haproxy": HAProxy, "wslb": Wslb}
+        for name in names:
+            proxy = classes[name](work, free_port(), http_eps, ws_eps)
+            res = Result(name)
+            print(f"== {name}", flush=True)
+            proxy.start(proxy_core)
+            try:
+                run_wrk(proxy.port, 2, load_core)  # warm-up
+                pids = proxy.pids()
+                cpu0 = cpu_seconds(pids)
+                requests, res.http_rps, res.http_p99_ms = run_wrk(proxy.port, seconds, load_core)
+                res.http_cpu_us = (cpu_seconds(pids) - cpu0) / requests * 1e6
+                print(
+                    f"  http: {res.http_rps:.0f} req/s, p99 {res.http_p99_ms:.2f} ms, "
+                    f"{res.http_cpu_us:.1f} us CPU/request",
+                    flush=True,
+                )
+                for size in (64, 4096):
+                    r = run_ws(proxy, size, seconds, load_core)
+                    res.ws[size] = r
+                    print(
+                        f"  ws {size} B: {r['msgs_per_s']:.0f} msg/s, p50 {r['p50_us']:.0f} us, "
+                        f"p99 {r['p99_us']:.0f} us, {r['cpu_us']:.1f} us CPU/msg",
+                        flush=True,
+                    )
+                if idle:
+                    res.idle_rss_per_ws, res.idle_open = run_idle(proxy, idle, load_core)
+                    print(
+                        f"  idle: {res.idle_open} open, {res.idle_rss_per_ws / 1024:.1f} KiB "
+                        "RSS per WebSocket",
+                        flush=True,
+                    )
+            finally:
+                proxy.stop()
+            results.append(res)
+    finally:
+        for p in started:
+            p.send_signal(signal.SIGTERM)
+        for p in started:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return results
+
+
+def table(results: list[Result]) -> str:
+    base = next((r for r in results if r.name == "nginx"), None)
+
+    def ratio(value: float, ref: float) -> str:
+        return f"{value / ref:.2f}x" if ref else "-"
+
+    rows = [
+        "| proxy | HTTP req/s | HTTP p99 ms | HTTP CPU us/req | WS 64B msg/s | p50/p99 us | "
+        "WS 64B CPU us/msg | WS 4KiB msg/s | p50/p99 us | WS 4KiB CPU us/msg | idle KiB/WS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ws_cells(w: dict[str, float]) -> str:
+        return (
+            f"{w.get('msgs_per_s', 0):.0f} | {w.get('p50_us', 0):.0f}/{w.get('p99_us', 0):.0f} | "
+            f"{w.get('cpu_us', 0):.1f}"
+        )
+
+    for r in results:
+        rows.append(
+            f"| {r.name} | {r.http_rps:.0f} | {r.http_p99_ms:.2f} | {r.http_cpu_us:.1f} | "
+            f"{ws_cells(r.ws.get(64, {}))} | {ws_cells(r.ws.get(4096, {}))} | "
+            f"{r.idle_rss_per_ws / 1024:.1f} |"
+        )
+    if base is not None:
+        rows += [
+            "",
+            "Ratios to nginx (CPU: lower is better; throughput: higher is better):",
+            "",
+            "| proxy | HTTP CPU/req | WS 64B CPU/msg | WS 4KiB CPU/msg | idle RSS/WS | "
+            "HTTP req/s | WS 64B msg/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            rows.append(
+                f"| {r.name} | {ratio(r.http_cpu_us, base.http_cpu_us)} | "
+                f"{ratio(r.ws[64]['cpu_us'], base.ws[64]['cpu_us'])} | "
+                f"{ratio(r.ws[4096]['cpu_us'], base.ws[4096]['cpu_us'])} | "
+                f"{ratio(r.idle_rss_per_ws, base.idle_rss_per_ws)} | "
+                f"{ratio(r.http_rps, base.http_rps)} | "
+                f"{ratio(r.ws[64]['msgs_per_s'], base.ws[64]['msgs_per_s'])} |"
+            )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--idle", type=int, default=5000)
+    ap.add_argument("--only", default="nginx,haproxy,wslb")
+    args = ap.parse_args()
+    results = bench(args.only.split(","), args.seconds, args.idle)
+    text = table(results)
+    print("\n" + text)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"{stamp}.md").write_text(text + "\n")
+    (out / f"{stamp}.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    print(f"\nwritten to bench/results/{stamp}.md")
+
+
+if __name__ == "__main__":
+    main()
