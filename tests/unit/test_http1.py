@@ -17,6 +17,7 @@ from wslb.proto.http1 import (
     ResponseHead,
     ResponseParser,
     chunk_header,
+    field,
     request_head_bytes,
     response_head_bytes,
 )
@@ -203,7 +204,7 @@ def test_bad_responses_are_bad_gateway() -> None:
 
 def test_serialisation() -> None:
     assert (
-        request_head_bytes(b"GET", b"/x", [(b"Host", b"a")])
+        request_head_bytes(b"GET", b"/x", [field(b"Host", b"a")])
         == b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
     )
     assert response_head_bytes(404, b"Not Found", []) == b"HTTP/1.1 404 Not Found\r\n\r\n"

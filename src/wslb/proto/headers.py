@@ -11,7 +11,7 @@ is a list copy plus three appends; only a ``Connection`` header naming other fie
 
 from __future__ import annotations
 
-from wslb.proto.http1 import HOP_BY_HOP, Headers, RequestHead, ResponseHead
+from wslb.proto.http1 import HOP_BY_HOP, Lines, RequestHead, ResponseHead
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _COMMON = {
@@ -45,30 +45,32 @@ def _extra_tokens(connection: bytes) -> frozenset[bytes]:
     return connection_tokens(connection) - HOP_BY_HOP
 
 
-def _without(headers: Headers, names: frozenset[bytes]) -> Headers:
-    return [(n, v) for n, v in headers if n.lower() not in names]
+def _without(lines: Lines, names: frozenset[bytes]) -> Lines:
+    return [line for line in lines if line[: line.index(b":")].lower() not in names]
 
 
 def forward_request_headers(
     head: RequestHead, *, client_ip: bytes, proto: bytes, port: bytes, trusted: bool
-) -> Headers:
-    """The request headers to send upstream, without framing or connection management."""
+) -> Lines:
+    """The request header lines to send upstream, without framing or connection management."""
     extra = _extra_tokens(head.connection)
     out = _without(head.forward, extra) if extra else head.forward.copy()
     if trusted:
         xff = head.xff
-        out.append((b"X-Forwarded-For", client_ip if xff is None else xff + b", " + client_ip))
-        out.append((b"X-Forwarded-Proto", head.xfproto or proto))
-        out.append((b"X-Forwarded-Port", head.xfport or port))
+        out.append(
+            b"X-Forwarded-For: %s\r\n" % (client_ip if xff is None else xff + b", " + client_ip)
+        )
+        out.append(b"X-Forwarded-Proto: %s\r\n" % (head.xfproto or proto))
+        out.append(b"X-Forwarded-Port: %s\r\n" % (head.xfport or port))
     else:
-        out.append((b"X-Forwarded-For", client_ip))
-        out.append((b"X-Forwarded-Proto", proto))
-        out.append((b"X-Forwarded-Port", port))
+        out.append(b"X-Forwarded-For: " + client_ip + b"\r\n")
+        out.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
+        out.append(b"X-Forwarded-Port: " + port + b"\r\n")
     return out
 
 
-def forward_response_headers(head: ResponseHead) -> Headers:
-    """Response headers to relay: no hop-by-hop fields and no framing, which wslb re-decides.
-    The result may be appended to."""
+def forward_response_headers(head: ResponseHead) -> Lines:
+    """Response header lines to relay: no hop-by-hop fields and no framing, which wslb
+    re-decides. The result may be appended to."""
     extra = _extra_tokens(head.connection)
     return _without(head.forward, extra) if extra else head.forward

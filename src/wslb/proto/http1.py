@@ -12,6 +12,7 @@ Errors come out as :class:`~wslb.errors.HTTPError` subclasses carrying the statu
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Protocol
 
 import httptools
@@ -26,6 +27,8 @@ from wslb.errors import (
 )
 
 Headers = list[tuple[bytes, bytes]]
+Lines = list[bytes]  # serialised header fields, b"Name: value\r\n" each
+REASON_PHRASES = {int(s): s.phrase.encode() for s in HTTPStatus}
 
 # Hop-by-hop fields (RFC 9110 7.6.1): never forwarded, in either direction.
 HOP_BY_HOP = frozenset(
@@ -72,8 +75,8 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
 
 class RequestHead:
     """A parsed request head. ``headers`` keeps every field as sent, in order; ``forward`` the
-    ones a proxy passes on as they are (no hop-by-hop, framing or X-Forwarded-* fields, whose
-    values are kept in ``xff``, ``xfproto`` and ``xfport``)."""
+    ones a proxy passes on as they are, already serialised (no hop-by-hop, framing or
+    X-Forwarded-* fields, whose values are kept in ``xff``, ``xfproto`` and ``xfport``)."""
 
     __slots__ = (
         "chunked",
@@ -96,7 +99,7 @@ class RequestHead:
     )
 
     def __init__(self) -> None:
-        self.forward: Headers = []
+        self.forward: Lines = []
         self.xff: bytes | None = None
         self.xfproto: bytes | None = None
         self.xfport: bytes | None = None
@@ -127,27 +130,28 @@ class RequestHead:
 
 
 class ResponseHead:
-    """A parsed response head; ``forward`` as for :class:`RequestHead`."""
+    """A parsed response head: ``forward`` holds the fields a proxy passes on, serialised, as
+    for :class:`RequestHead`; the framing and connection fields are parsed into attributes."""
 
     __slots__ = (
         "chunked",
         "connection",
         "content_length",
         "forward",
-        "headers",
         "keep_alive",
         "reason",
         "status",
+        "upgrade",
         "version",
     )
 
     def __init__(self) -> None:
         self.connection: bytes = b""  # Connection header value, lowercase
-        self.forward: Headers = []
+        self.forward: Lines = []
+        self.upgrade: bytes | None = None
         self.status = 0
         self.reason = b""
         self.version = "1.1"
-        self.headers: Headers = []
         self.content_length: int | None = None
         self.chunked = False
         self.keep_alive = True
@@ -176,9 +180,10 @@ class RequestParser:
     """Server side of HTTP/1.1 on one connection."""
 
     __slots__ = (
+        "_chunk_len",
+        "_forward",
         "_head",
-        "_head_bytes",
-        "_in_head",
+        "_headers",
         "_max_header_size",
         "_max_headers",
         "_max_uri_size",
@@ -186,7 +191,7 @@ class RequestParser:
         "_raw_bytes",
         "_sink",
         "_url",
-        "_url_done",
+        "in_head",
     )
 
     def __init__(
@@ -198,23 +203,21 @@ class RequestParser:
         max_headers: int = 100,
     ) -> None:
         self._sink = sink
+        #: True while a request head has started and is not complete
+        self.in_head = False
         self._max_uri_size = max_uri_size
         self._max_header_size = max_header_size
         self._max_headers = max_headers
         self._parser = httptools.HttpRequestParser(self)
         self._head = RequestHead()
+        self._headers = self._head.headers
+        self._forward = self._head.forward
         self._url = b""
-        self._url_done = False
-        self._in_head = False
-        self._head_bytes = 0
         self._raw_bytes = 0
-
-    @property
-    def in_head(self) -> bool:
-        """True while a request head has started and is not complete."""
-        return self._in_head
+        self._chunk_len = 0
 
     def feed(self, data: bytes) -> int | None:
+        self._chunk_len = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -232,23 +235,22 @@ class RequestParser:
             if "version" in msg.lower():
                 raise VersionNotSupported(msg) from None
             raise BadRequest(msg) from None
-        if self._in_head:
+        if self.in_head:
             # The head is still incomplete: bound what httptools buffers for a header that is
-            # arriving in pieces (its callbacks only see whole fields).
+            # arriving in pieces (its callbacks only see whole fields; an overlong target is
+            # caught by on_url as it arrives).
             self._raw_bytes += len(data)
             if self._raw_bytes > self._max_uri_size + self._max_header_size + 1024:
-                if not self._url_done:
-                    raise URITooLong(f"request target over {self._max_uri_size} bytes")
                 raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
         return None
 
-    # ---- httptools callbacks
+    # ---- httptools callbacks (kept lean: they run for every request and every header)
     def on_message_begin(self) -> None:
-        self._head = RequestHead()
+        self._head = head = RequestHead()
+        self._headers = head.headers
+        self._forward = head.forward
         self._url = b""
-        self._url_done = False
-        self._in_head = True
-        self._head_bytes = 0
+        self.in_head = True
         self._raw_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -257,23 +259,17 @@ class RequestParser:
             raise URITooLong(f"request target over {self._max_uri_size} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._url_done = True
-        head = self._head
-        headers = head.headers
-        headers.append((name, value))
-        self._head_bytes += len(name) + len(value) + 4
-        if len(headers) > self._max_headers:
-            raise HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
-        if self._head_bytes > self._max_header_size:
-            raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
+        self._headers.append((name, value))
         kind = _KINDS.get(name.lower())
         if kind is None:
-            head.forward.append((name, value))
-        elif kind == _HOST:
+            self._forward.append(b"".join((name, b": ", value, b"\r\n")))
+            return
+        head = self._head
+        if kind == _HOST:
             if head.host is not None:
                 raise BadRequest("duplicate Host header")
             head.host = value.decode("latin-1")
-            head.forward.append((name, value))
+            self._forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _CONTENT_LENGTH:
             n = _parse_content_length(value, BadRequest)
             if head.content_length is not None and head.content_length != n:
@@ -289,7 +285,7 @@ class RequestParser:
             head.upgrade = value
         elif kind == _EXPECT:
             head.expect_continue = value.strip().lower() == b"100-continue"
-            head.forward.append((name, value))
+            self._forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _XFF:
             head.xff = value if head.xff is None else head.xff + b", " + value
         elif kind == _XFPROTO:
@@ -297,9 +293,20 @@ class RequestParser:
         elif kind == _XFPORT:
             head.xfport = value
 
+    def _check_head_limits(self) -> None:
+        headers = self._headers
+        if len(headers) > self._max_headers:
+            raise HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
+        # The head arrived within the bytes fed since it began: only when those are more than
+        # the limit is it worth adding up the fields.
+        if self._raw_bytes + self._chunk_len > self._max_header_size:
+            size = sum(len(n) + len(v) + 4 for n, v in headers)
+            if size > self._max_header_size:
+                raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
+
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._url_done = True
+        self.in_head = False
+        self._check_head_limits()
         p = self._parser
         head = self._head
         head.method = p.get_method()
@@ -307,7 +314,7 @@ class RequestParser:
         if head.version not in ("1.1", "1.0"):
             raise VersionNotSupported(f"HTTP/{head.version}")
         head.keep_alive = p.should_keep_alive()
-        if not p.should_upgrade():
+        if head.upgrade is not None and not p.should_upgrade():
             head.upgrade = None
         if head.chunked and head.content_length is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
@@ -352,6 +359,11 @@ class ResponseParser:
         self._parser = httptools.HttpResponseParser(self)
         self._head = ResponseHead()
 
+    @property
+    def head(self) -> ResponseHead:
+        """The head of the response being parsed (or the last one)."""
+        return self._head
+
     def feed(self, data: bytes) -> int | None:
         try:
             self._parser.feed_data(data)
@@ -368,15 +380,11 @@ class ResponseParser:
     def on_message_begin(self) -> None:
         self._head = ResponseHead()
 
-    def on_status(self, status: bytes) -> None:
-        self._head.reason += status
-
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
-        head.headers.append((name, value))
         kind = _KINDS.get(name.lower())
         if kind is None or kind == _HOST or kind == _EXPECT or kind >= _XFF:
-            head.forward.append((name, value))
+            head.forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _CONTENT_LENGTH:
             n = _parse_content_length(value, BadGateway)
             if head.content_length is not None and head.content_length != n:
@@ -388,11 +396,15 @@ class ResponseParser:
             head.connection = (
                 (head.connection + b"," + value).lower() if head.connection else value.lower()
             )
+        elif kind == _UPGRADE:
+            head.upgrade = value
 
     def on_headers_complete(self) -> None:
         p = self._parser
         head = self._head
-        head.status = p.get_status_code()
+        head.status = status = p.get_status_code()
+        # The reason phrase carries no meaning (RFC 9112 4): wslb sends the standard one.
+        head.reason = REASON_PHRASES.get(status, b"Unknown")
         head.version = p.get_http_version()
         head.keep_alive = p.should_keep_alive()
         if head.chunked:
@@ -409,20 +421,17 @@ class ResponseParser:
 # --------------------------------------------------------------------------- serialisation
 
 
-def request_head_bytes(method: bytes, target: bytes, headers: Headers) -> bytes:
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+def field(name: bytes, value: bytes) -> bytes:
+    """One serialised header field."""
+    return b"".join((name, b": ", value, b"\r\n"))
 
 
-def response_head_bytes(status: int, reason: bytes, headers: Headers) -> bytes:
-    parts = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+def request_head_bytes(method: bytes, target: bytes, lines: Lines) -> bytes:
+    return b"".join((method, b" ", target, b" HTTP/1.1\r\n", *lines, b"\r\n"))
+
+
+def response_head_bytes(status: int, reason: bytes, lines: Lines) -> bytes:
+    return b"".join((b"HTTP/1.1 %d " % status, reason, b"\r\n", *lines, b"\r\n"))
 
 
 def chunk_header(size: int) -> bytes:

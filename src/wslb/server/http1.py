@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, cast
 
 from wslb.balancer.endpoints import EndpointState
 from wslb.errors import (
-    REASONS,
     BadGateway,
     BadRequest,
     GatewayTimeout,
@@ -46,6 +45,7 @@ from wslb.proto.http1 import (
     RequestParser,
     ResponseHead,
     chunk_header,
+    field,
     request_head_bytes,
     response_head_bytes,
 )
@@ -86,70 +86,41 @@ M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
 
 
 class Exchange:
-    __slots__ = (
-        "attempts",
-        "backend",
-        "body_received",
-        "buffered",
-        "buffered_size",
-        "close_after",
-        "counted",
-        "deadline",
-        "down",
-        "endpoint",
-        "error",
-        "failed_endpoint",
-        "head",
-        "interim",
-        "is_upgrade",
-        "mode",
-        "pending_head",
-        "req_done",
-        "req_sent",
-        "resp_started",
-        "retried",
-        "reused",
-        "route",
-        "state",
-        "task",
-        "up",
-        "up_chunked",
-        "up_progress",
-        "up_until_close",
-        "upstream_paused_since",
-    )
+    """One request and its response. Attributes start at the class-level defaults below and
+    are only set when they change: a plain GET touches a handful of them."""
+
+    state = S_QUEUED
+    route: RouteState | None = None
+    backend: BackendState | None = None
+    endpoint: EndpointState | None = None
+    failed_endpoint: EndpointState | None = None
+    up: UpstreamHTTP | None = None
+    task: asyncio.Task[None] | None = None
+    error: HTTPError | None = None
+    attempts = 0
+    counted = False  # the endpoint's active count includes this exchange
+    reused = False  # the upstream connection came from the pool
+    retried = False
+    req_done = False  # the whole request was received from the client
+    req_sent = False  # ... and written upstream
+    resp_started = False  # response bytes went to the client
+    close_after = False
+    is_upgrade = False
+    interim = False
+    mode = M_NONE
+    pending_head = b""
+    up_chunked = False
+    up_until_close = False
+    up_progress = False
+    body_received = 0
+    buffered: list[bytes] | tuple[()] = ()  # body held until the upstream is ready
+    buffered_size = 0
+    deadline = 0.0
+    upstream_paused_since = 0.0
 
     def __init__(self, down: DownstreamHTTP, head: RequestHead | None) -> None:
         self.down = down
         self.head = head if head is not None else RequestHead()
-        self.state = S_QUEUED
-        self.route: RouteState | None = None
-        self.backend: BackendState | None = None
-        self.endpoint: EndpointState | None = None
-        self.failed_endpoint: EndpointState | None = None
-        self.up: UpstreamHTTP | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.error: HTTPError | None = None
-        self.attempts = 0
-        self.counted = False
-        self.reused = False
-        self.retried = False
-        self.req_done = False
-        self.req_sent = False
-        self.resp_started = False
-        self.close_after = False
-        self.is_upgrade = False
-        self.interim = False
-        self.mode = M_NONE
-        self.pending_head = b""
-        self.up_chunked = False
-        self.up_until_close = False
-        self.up_progress = False
-        self.body_received = 0
-        self.buffered: list[bytes] = []
-        self.buffered_size = 0
-        self.deadline = 0.0
-        self.upstream_paused_since = 0.0
 
     # ------------------------------------------------------------------ request side
     def activate(self) -> None:
@@ -203,9 +174,8 @@ class Exchange:
         ep.active += 1
         self.counted = True
         if backend.pooling:
-            pooled = backend.pools[ep].get()
+            pooled = cast(UpstreamHTTP | None, backend.pools[ep].get())
             if pooled is not None:
-                assert isinstance(pooled, UpstreamHTTP)
                 pooled.reused = True
                 self.attach(pooled)
                 return
@@ -260,7 +230,8 @@ class Exchange:
     def attach(self, up: UpstreamHTTP) -> None:
         self.up = up
         self.reused = up.reused
-        up.attach(self)
+        up.exchange = self  # as up.attach(self), inlined: this runs for every request
+        up.parser.sink = self
         up.served += 1
         self.state = S_SENT
         if self.down.write_paused and up.transport is not None:
@@ -280,25 +251,28 @@ class Exchange:
             trusted=down.trusted,
         )
         if self.is_upgrade:
-            headers.append((b"Connection", b"Upgrade"))
-            headers.append((b"Upgrade", head.upgrade or b"websocket"))
+            headers.append(b"Connection: Upgrade\r\n")
+            headers.append(field(b"Upgrade", head.upgrade or b"websocket"))
         else:
             if not self.route.backend.pooling:
-                headers.append((b"Connection", b"close"))
+                headers.append(b"Connection: close\r\n")
             if head.chunked:
-                headers.append((b"Transfer-Encoding", b"chunked"))
+                headers.append(b"Transfer-Encoding: chunked\r\n")
                 self.up_chunked = True
             elif head.content_length is not None:
-                headers.append((b"Content-Length", str(head.content_length).encode()))
+                headers.append(b"Content-Length: %d\r\n" % head.content_length)
         transport = up.transport
         transport.write(request_head_bytes(head.method, head.target, headers))
         if self.buffered:
-            chunks, self.buffered, self.buffered_size = self.buffered, [], 0
+            chunks, self.buffered, self.buffered_size = self.buffered, (), 0
             for chunk in chunks:
                 self._write_body(chunk)
             self.down.resume(P_QUEUE)
         if self.req_done:
-            self._request_sent()
+            self.req_sent = True
+            if self.up_chunked:
+                transport.write(LAST_CHUNK)
+            self.deadline = down.loop.time() + self.route.timeouts.read
 
     def _write_body(self, data: bytes) -> None:
         transport = self.up.transport  # type: ignore[union-attr]
@@ -330,7 +304,10 @@ class Exchange:
         if (state == S_SENT or state == S_RESPONDING) and not self.req_sent:
             self._write_body(data)
             return
-        self.buffered.append(data)
+        if self.buffered:
+            self.buffered.append(data)
+        else:
+            self.buffered = [data]
         self.buffered_size += len(data)
         if self.buffered_size > PENDING_BODY_LIMIT:
             self.down.pause(P_QUEUE)
@@ -370,15 +347,15 @@ class Exchange:
         if no_body:
             self.mode = M_NONE
             if rh.content_length is not None and status != 204:
-                headers.append((b"Content-Length", str(rh.content_length).encode()))
+                headers.append(b"Content-Length: %d\r\n" % rh.content_length)
         elif rh.content_length is not None:
             self.mode = M_LENGTH
-            headers.append((b"Content-Length", str(rh.content_length).encode()))
+            headers.append(b"Content-Length: %d\r\n" % rh.content_length)
         else:
             self.up_until_close = not rh.chunked
             if down.version11:
                 self.mode = M_CHUNKED
-                headers.append((b"Transfer-Encoding", b"chunked"))
+                headers.append(b"Transfer-Encoding: chunked\r\n")
             else:
                 self.mode = M_CLOSE
                 self.close_after = True
@@ -387,10 +364,10 @@ class Exchange:
         if not head.keep_alive or down.closing:
             self.close_after = True
         if self.close_after:
-            headers.append((b"Connection", b"close"))
+            headers.append(b"Connection: close\r\n")
         elif not down.version11:
-            headers.append((b"Connection", b"keep-alive"))
-        out = response_head_bytes(status, rh.reason or REASONS.get(status, "").encode(), headers)
+            headers.append(b"Connection: keep-alive\r\n")
+        out = response_head_bytes(status, rh.reason, headers)
         self.resp_started = True
         self.deadline = 0.0
         if self.mode == M_NONE:
@@ -412,7 +389,11 @@ class Exchange:
             if mode == M_CHUNKED:
                 self.down.writelines((head, chunk_header(len(data)), data, CRLF))
             else:
-                self.down.writelines((head, data))
+                # small bodies: one buffer is cheaper for the loop than a vectored write
+                if len(data) <= 16384:
+                    self.down.write(head + data)
+                else:
+                    self.down.writelines((head, data))
         elif mode == M_LENGTH or mode == M_CLOSE:
             self.down.write(data)
         elif mode == M_CHUNKED:
@@ -440,7 +421,7 @@ class Exchange:
 
     def on_upstream_upgrade(self, up: UpstreamHTTP, tail: bytes) -> None:
         """The upstream answered 101; ``tail`` are bytes it sent after the head."""
-        rh_headers = up.parser._head.headers
+        rh = up.parser.head
         if not self.is_upgrade:
             up.detach()
             up.close()
@@ -448,16 +429,10 @@ class Exchange:
             self.local_reply(BadGateway("upstream answered 101 to a request that did not upgrade"))
             return
         down = self.down
-        headers = [
-            (n, v)
-            for n, v in rh_headers
-            if n.lower()
-            not in (b"connection", b"keep-alive", b"transfer-encoding", b"content-length")
-        ]
-        headers.append((b"Connection", b"Upgrade"))
-        down.write(
-            response_head_bytes(101, up.parser._head.reason or b"Switching Protocols", headers)
-        )
+        headers = forward_response_headers(rh)
+        headers.append(b"Connection: Upgrade\r\n")
+        headers.append(field(b"Upgrade", rh.upgrade or b"websocket"))
+        down.write(response_head_bytes(101, rh.reason, headers))
         self.resp_started = True
         self.state = S_TUNNEL
         up.detach()
@@ -589,12 +564,12 @@ class Exchange:
             self.close_after = True
         body = f"{status} {exc.reason}\n".encode()
         headers = [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", str(len(body)).encode()),
-            *exc.headers,
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % len(body),
+            *(field(n, v) for n, v in exc.headers),
         ]
         if self.close_after:
-            headers.append((b"Connection", b"close"))
+            headers.append(b"Connection: close\r\n")
             down.linger = True
         down.write(response_head_bytes(status, exc.reason.encode(), headers) + body)
         self.resp_started = True
@@ -623,8 +598,8 @@ class Exchange:
                 and not self.down.runtime.draining
                 and pool.put(up, self.down.loop.time())
             ):
-                if up.transport is not None:
-                    up.transport.resume_reading()
+                if self.down.write_paused and up.transport is not None:
+                    up.transport.resume_reading()  # paused for this client; idle, it must read
             else:
                 up.close()
         if self.upstream_paused_since:
@@ -645,6 +620,38 @@ class Exchange:
 
 
 class DownstreamHTTP(asyncio.Protocol):
+    __slots__ = (
+        "cid",
+        "client_addr",
+        "client_eof",
+        "client_ip",
+        "closed",
+        "closing",
+        "deadline",
+        "got_bytes",
+        "linger",
+        "lingering",
+        "listener",
+        "local_addr",
+        "loop",
+        "parser",
+        "paused",
+        "proxy",
+        "queue",
+        "receiving",
+        "runtime",
+        "rx_progress",
+        "tail",
+        "tail_size",
+        "timer",
+        "transport",
+        "trusted",
+        "upgrading",
+        "version11",
+        "write_paused",
+        "write_paused_since",
+    )
+
     def __init__(
         self, runtime: Runtime, listener: ListenerState, proxy: ProxyInfo | None = None
     ) -> None:
@@ -799,16 +806,14 @@ class DownstreamHTTP(asyncio.Protocol):
         self.version11 = head.version == "1.1"
         ex = Exchange(self, head)
         self.queue.append(ex)
-        if head.has_body:
+        if head.chunked or head.content_length:
             self.receiving = ex
-        else:
-            ex.req_done = True  # on_request_end follows at once; nothing to stream
-            self.receiving = None
-        if head.has_body:
             self.timer = T_BODY
             self.rx_progress = False
             self.deadline = self.loop.time() + self.listener.client.body_timeout
         else:
+            ex.req_done = True  # on_request_end follows at once; nothing to stream
+            self.receiving = None
             self.timer = T_NONE
         if len(self.queue) == 1:
             ex.activate()
@@ -928,7 +933,7 @@ class DownstreamHTTP(asyncio.Protocol):
         if self.closing:
             self.close()
             return
-        if len(self.queue) <= PIPELINE_LIMIT:
+        if self.paused & P_QUEUE:
             self.resume(P_QUEUE)
         if not self.parser.in_head and self.timer != T_BODY:
             self.timer = T_KEEPALIVE

@@ -14,8 +14,8 @@ from typing import Protocol
 class Poolable(Protocol):
     idle_since: float
     served: int
+    closed: bool  # set once close() was called or the peer closed
 
-    def usable(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -38,13 +38,13 @@ class Pool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            if not conn.closed:
                 return conn
         return None
 
     def put(self, conn: Poolable, now: float) -> bool:
         """Keep ``conn`` for reuse; False (and the caller closes it) when it should not be kept."""
-        if conn.served >= self.max_requests or not conn.usable():
+        if conn.served >= self.max_requests or conn.closed:
             return False
         if len(self._idle) >= self.max_idle:
             self._idle.pop(0).close()

@@ -80,7 +80,7 @@ class UpstreamHTTP(asyncio.Protocol):
         self.parser = ResponseParser(self)
         self.served = 0
         self.idle_since = 0.0
-        self.closed = False
+        self.closed = True  # until connected
         self.write_paused = False
         self.reused = False
 
@@ -94,16 +94,15 @@ class UpstreamHTTP(asyncio.Protocol):
         self.parser.sink = self
 
     # ---- pool interface
-    def usable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
-
     def close(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
     # ---- asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.closed = False
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
