@@ -13,7 +13,7 @@ CPU is the proxy processes' utime + stime from /proc/PID/stat over the measured 
 "message" is one echo round trip (the proxy relays it twice). Ratios are against nginx measured in
 the same run: absolute numbers on a shared machine are noise, ratios much less so.
 
-    python bench/run.py [--seconds 10] [--idle 5000] [--only wslb,nginx,haproxy]
+    python bench/run.py [--seconds 10] [--rounds 3] [--idle 5000] [--only wslb,nginx,haproxy]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -365,7 +366,7 @@ def run_idle(proxy: Proxy, n: int, core: str | None) -> tuple[float, int]:
     return (after - before) / max(opened, 1), opened
 
 
-def bench(names: list[str], seconds: float, idle: int) -> list[Result]:
+def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[Result]:
     ensure_tools()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -411,10 +412,14 @@ def bench(names: list[str], seconds: float, idle: int) -> list[Result]:
         for p in http_eps + ws_eps:
             wait_port(p)
         classes = {"nginx": Nginx, "haproxy": HAProxy, "wslb": Wslb}
-        for name in names:
+        # Proxies take turns round after round, so that a slow spell of this shared machine
+        # hits all of them; the table reports each metric's median over the rounds.
+        for rnd, name in [(r, n) for r in range(rounds) for n in names]:
             proxy = classes[name](work, free_port(), http_eps, ws_eps)
             res = Result(name)
-            print(f"== {name}", flush=True)
+            print(f"== {name} (round {rnd + 1}/{rounds})", flush=True)
+            if rnd > 0:
+                idle = 0  # memory per idle WebSocket is measured once: it does not vary
             proxy.start(proxy_core)
             try:
                 run_wrk(proxy.port, 2, load_core)  # warm-up
@@ -453,7 +458,28 @@ def bench(names: list[str], seconds: float, idle: int) -> list[Result]:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return results
+    return merge(results)
+
+
+def merge(results: list[Result]) -> list[Result]:
+    """One Result per proxy, each metric the median of its rounds."""
+    out = []
+    for name in dict.fromkeys(r.name for r in results):
+        runs = [r for r in results if r.name == name]
+        m = Result(name)
+        m.http_rps = statistics.median(r.http_rps for r in runs)
+        m.http_p99_ms = statistics.median(r.http_p99_ms for r in runs)
+        m.http_cpu_us = statistics.median(r.http_cpu_us for r in runs)
+        for size in runs[0].ws:
+            m.ws[size] = {
+                key: statistics.median(r.ws[size][key] for r in runs) for key in runs[0].ws[size]
+            }
+        idle = [r for r in runs if r.idle_open]
+        if idle:
+            m.idle_rss_per_ws, m.idle_open = idle[0].idle_rss_per_ws, idle[0].idle_open
+        m.notes.append(f"median of {len(runs)} round(s)")
+        out.append(m)
+    return out
 
 
 def table(results: list[Result]) -> str:
@@ -506,8 +532,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--idle", type=int, default=5000)
     ap.add_argument("--only", default="nginx,haproxy,wslb")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    results = bench(args.only.split(","), args.seconds, args.idle)
+    results = bench(args.only.split(","), args.seconds, args.idle, args.rounds)
     text = table(results)
     print("\n" + text)
     out = HERE / "results"

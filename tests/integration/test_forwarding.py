@@ -94,3 +94,59 @@ async def test_bodies_arrive_intact(
         assert fwd["x-forwarded-proto"] == ("https" if rule.startswith("https") else "http")
         assert fwd["x-forwarded-for"] == "127.0.0.1"
         assert fwd["x-forwarded-port"] == str(lb.port("web"))
+
+
+async def test_backend_tls_verification(
+    wslb: Callable[..., Wslb], tls_backend: Proc, ca_file: str, tmp_path: Any
+) -> None:
+    """verify: true with the right CA works; with the wrong CA every connect fails: 502."""
+    eps = endpoints([tls_backend])
+    good = wslb(
+        http_config(
+            eps,
+            backend={
+                "protocol": "https",
+                "tls": {"verify": True, "ca_file": ca_file, "server_name": "localhost"},
+            },
+        )
+    )
+    async with httpx.AsyncClient(base_url=good.url("web")) as client:
+        r = await client.get("/x")
+        assert r.status_code == 200 and r.json()["server"] == "tls"
+    import trustme
+
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    bad = wslb(
+        http_config(
+            eps,
+            backend={
+                "protocol": "https",
+                "tls": {"verify": True, "ca_file": str(other_ca), "server_name": "localhost"},
+            },
+        )
+    )
+    async with httpx.AsyncClient(base_url=bad.url("web")) as client:
+        r = await client.get("/x")
+        assert r.status_code == 502
+    assert "certificate verify failed" in bad.output().lower()
+
+
+async def test_https_health_checks_and_route_timeouts(
+    wslb: Callable[..., Wslb], tls_backend: Proc, backends: list[Proc]
+) -> None:
+    """An https health check keeps a TLS endpoint in; a route's own timeouts override the
+    backend's (here a short read timeout on one path only)."""
+    cfg = http_config(
+        endpoints([tls_backend]),
+        backend={"protocol": "https", "health": {"type": "https", "path": "/", "interval": 0.2}},
+    )
+    cfg["routes"] = [
+        {"backend": "app", "path": "/slow", "timeouts": {"read": 0.3}},
+        {"backend": "app"},
+    ]
+    lb = wslb(cfg)
+    async with httpx.AsyncClient(base_url=lb.url("web"), timeout=30) as client:
+        assert (await client.get("/slow", params={"delay": "1"})).status_code == 504
+        assert (await client.get("/other", params={"delay": "0.6"})).status_code == 200
+    assert "unhealthy" not in lb.output()

@@ -7,7 +7,7 @@ Routes:
   any path                 JSON echo: server name, method, path, query, headers, body size+sha256
   /bytes/N[?chunked=1]     N bytes (streamed in 64 KiB pieces; Content-Length unless chunked)
   /status/N                an empty response with that status
-  /slow?delay=S            waits S seconds before the response head
+  /slow?delay=S            waits S seconds before the response head (any path with delay=S too)
   /ws                      WebSocket echo; a text "close:CODE" closes with CODE;
                            "whoami" answers the server name; "bytes:N" answers N bytes
 """
@@ -86,7 +86,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         await send({"type": "http.response.body", "body": b""})
         return
-    if path == "/slow":
+    if path == "/slow" or "delay" in params:
         await asyncio.sleep(float(params.get("delay", "1")))
     size, digest = await _read_body(receive)
     body = json.dumps(

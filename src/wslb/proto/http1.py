@@ -142,7 +142,6 @@ class ResponseHead:
         "reason",
         "status",
         "upgrade",
-        "version",
     )
 
     def __init__(self) -> None:
@@ -151,7 +150,6 @@ class ResponseHead:
         self.upgrade: bytes | None = None
         self.status = 0
         self.reason = b""
-        self.version = "1.1"
         self.content_length: int | None = None
         self.chunked = False
         self.keep_alive = True
@@ -405,7 +403,6 @@ class ResponseParser:
         head.status = status = p.get_status_code()
         # The reason phrase carries no meaning (RFC 9112 4): wslb sends the standard one.
         head.reason = REASON_PHRASES.get(status, b"Unknown")
-        head.version = p.get_http_version()
         head.keep_alive = p.should_keep_alive()
         if head.chunked:
             head.content_length = None
