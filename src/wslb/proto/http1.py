@@ -76,46 +76,30 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
 class RequestHead:
     """A parsed request head. ``headers`` keeps every field as sent, in order; ``forward`` the
     ones a proxy passes on as they are, already serialised (no hop-by-hop, framing or
-    X-Forwarded-* fields, whose values are kept in ``xff``, ``xfproto`` and ``xfport``)."""
+    X-Forwarded-* fields, whose values are kept in ``xff``, ``xfproto`` and ``xfport``).
 
-    __slots__ = (
-        "chunked",
-        "connection",
-        "content_length",
-        "expect_continue",
-        "forward",
-        "headers",
-        "host",
-        "keep_alive",
-        "method",
-        "path",
-        "query",
-        "target",
-        "upgrade",
-        "version",
-        "xff",
-        "xfport",
-        "xfproto",
-    )
+    Fields start at the class-level defaults and are set only when a request has them: the
+    parser builds one of these for every request."""
+
+    method = b"GET"
+    target = b"/"
+    path = "/"
+    query = b""
+    version = "1.1"
+    host: str | None = None
+    content_length: int | None = None
+    chunked = False
+    keep_alive = True
+    upgrade: bytes | None = None  # the Upgrade header's value when the request upgrades
+    connection = b""  # Connection header value, lowercase
+    expect_continue = False
+    xff: bytes | None = None
+    xfproto: bytes | None = None
+    xfport: bytes | None = None
 
     def __init__(self) -> None:
-        self.forward: Lines = []
-        self.xff: bytes | None = None
-        self.xfproto: bytes | None = None
-        self.xfport: bytes | None = None
-        self.method = b"GET"
-        self.target = b"/"
-        self.path = "/"
-        self.query = b""
-        self.version = "1.1"
         self.headers: Headers = []
-        self.host: str | None = None
-        self.content_length: int | None = None
-        self.chunked = False
-        self.keep_alive = True
-        self.upgrade: bytes | None = None  # the Upgrade header's value when the request upgrades
-        self.connection: bytes = b""  # Connection header value, lowercase
-        self.expect_continue = False
+        self.forward: Lines = []
 
     @property
     def has_body(self) -> bool:
@@ -133,26 +117,16 @@ class ResponseHead:
     """A parsed response head: ``forward`` holds the fields a proxy passes on, serialised, as
     for :class:`RequestHead`; the framing and connection fields are parsed into attributes."""
 
-    __slots__ = (
-        "chunked",
-        "connection",
-        "content_length",
-        "forward",
-        "keep_alive",
-        "reason",
-        "status",
-        "upgrade",
-    )
+    status = 0
+    reason = b""
+    content_length: int | None = None
+    chunked = False
+    keep_alive = True
+    connection = b""  # Connection header value, lowercase
+    upgrade: bytes | None = None
 
     def __init__(self) -> None:
-        self.connection: bytes = b""  # Connection header value, lowercase
         self.forward: Lines = []
-        self.upgrade: bytes | None = None
-        self.status = 0
-        self.reason = b""
-        self.content_length: int | None = None
-        self.chunked = False
-        self.keep_alive = True
 
 
 class RequestSink(Protocol):
@@ -190,6 +164,8 @@ class RequestParser:
         "_sink",
         "_url",
         "in_head",
+        "on_body",
+        "on_message_complete",
     )
 
     def __init__(
@@ -201,6 +177,9 @@ class RequestParser:
         max_headers: int = 100,
     ) -> None:
         self._sink = sink
+        # Bodies and ends go straight to the sink: httptools looks these up once, here.
+        self.on_body = sink.on_request_body
+        self.on_message_complete = sink.on_request_end
         #: True while a request head has started and is not complete
         self.in_head = False
         self._max_uri_size = max_uri_size
@@ -339,12 +318,6 @@ class RequestParser:
         if head.version == "1.1" and head.host is None:
             raise BadRequest("HTTP/1.1 request without Host")
         self._sink.on_request_head(head)
-
-    def on_body(self, body: bytes) -> None:
-        self._sink.on_request_body(body)
-
-    def on_message_complete(self) -> None:
-        self._sink.on_request_end()
 
 
 class ResponseParser:
