@@ -3,7 +3,8 @@
 Each proxy in turn is pinned to core 0 and the load generators and backends to core 1. The same
 backends serve all three: nginx answering `200 ok` for HTTP (two servers) and a minimal RFC 6455
 echo server for WebSockets (two servers). Every proxy keeps upstream connections alive, logs
-nothing per request, runs one worker (one thread), and balances round robin.
+nothing per request, runs one worker (one thread), balances round robin, and passes Host and
+sets X-Forwarded-For/-Proto/-Port as wslb does (nginx as ingress-nginx configures it).
 
 Measured, for each proxy:
   * HTTP/1.1 keep-alive: wrk, 50 connections: requests/s, p99, proxy CPU per request
@@ -193,6 +194,10 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection "upgrade";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Port $server_port;
       proxy_read_timeout 3600s;
       proxy_send_timeout 3600s;
     }}
@@ -200,6 +205,10 @@ http {{
       proxy_pass http://web;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Port $server_port;
     }}
   }}
 }}
@@ -225,8 +234,11 @@ defaults
   timeout server 60s
   timeout tunnel 3600s
   option http-keep-alive
+  option forwardfor
 frontend fe
   bind 127.0.0.1:{self.port}
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Port %[dst_port]
   use_backend ws if {{ path_beg /ws }}
   default_backend web
 backend web
