@@ -76,30 +76,46 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
 class RequestHead:
     """A parsed request head. ``headers`` keeps every field as sent, in order; ``forward`` the
     ones a proxy passes on as they are, already serialised (no hop-by-hop, framing or
-    X-Forwarded-* fields, whose values are kept in ``xff``, ``xfproto`` and ``xfport``).
+    X-Forwarded-* fields, whose values are kept in ``xff``, ``xfproto`` and ``xfport``)."""
 
-    Fields start at the class-level defaults and are set only when a request has them: the
-    parser builds one of these for every request."""
-
-    method = b"GET"
-    target = b"/"
-    path = "/"
-    query = b""
-    version = "1.1"
-    host: str | None = None
-    content_length: int | None = None
-    chunked = False
-    keep_alive = True
-    upgrade: bytes | None = None  # the Upgrade header's value when the request upgrades
-    connection = b""  # Connection header value, lowercase
-    expect_continue = False
-    xff: bytes | None = None
-    xfproto: bytes | None = None
-    xfport: bytes | None = None
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "expect_continue",
+        "forward",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "target",
+        "upgrade",
+        "version",
+        "xff",
+        "xfport",
+        "xfproto",
+    )
 
     def __init__(self) -> None:
         self.headers: Headers = []
         self.forward: Lines = []
+        self.method = b"GET"
+        self.target = b"/"
+        self.path = "/"
+        self.query = b""
+        self.version = "1.1"
+        self.host: str | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.upgrade: bytes | None = None  # the Upgrade header's value when the request upgrades
+        self.connection = b""  # Connection header value, lowercase
+        self.expect_continue = False
+        self.xff: bytes | None = None
+        self.xfproto: bytes | None = None
+        self.xfport: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -117,16 +133,26 @@ class ResponseHead:
     """A parsed response head: ``forward`` holds the fields a proxy passes on, serialised, as
     for :class:`RequestHead`; the framing and connection fields are parsed into attributes."""
 
-    status = 0
-    reason = b""
-    content_length: int | None = None
-    chunked = False
-    keep_alive = True
-    connection = b""  # Connection header value, lowercase
-    upgrade: bytes | None = None
+    __slots__ = (
+        "chunked",
+        "connection",
+        "content_length",
+        "forward",
+        "keep_alive",
+        "reason",
+        "status",
+        "upgrade",
+    )
 
     def __init__(self) -> None:
         self.forward: Lines = []
+        self.status = 0
+        self.reason = b""
+        self.content_length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.connection = b""  # Connection header value, lowercase
+        self.upgrade: bytes | None = None
 
 
 class RequestSink(Protocol):

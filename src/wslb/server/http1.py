@@ -174,7 +174,7 @@ class Exchange:
         ep.active += 1
         self.counted = True
         if backend.pooling:
-            pooled = cast(UpstreamHTTP | None, backend.pools[ep].get())
+            pooled: UpstreamHTTP | None = backend.pools[ep].get()  # type: ignore[assignment]
             if pooled is not None:
                 pooled.reused = True
                 self.attach(pooled)
