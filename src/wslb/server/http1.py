@@ -660,13 +660,7 @@ class DownstreamHTTP(asyncio.Protocol):
         self.listener = listener
         self.proxy = proxy
         self.cid = runtime.next_id()
-        client = listener.client
-        self.parser = RequestParser(
-            self,
-            max_uri_size=client.max_uri_size,
-            max_header_size=client.max_header_size,
-            max_headers=client.max_headers,
-        )
+        self.parser = self._new_parser()
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Exchange] = deque()
         self.receiving: Exchange | None = None
@@ -843,6 +837,19 @@ class DownstreamHTTP(asyncio.Protocol):
             self.receiving = None
             ex.fail(exc)
             return
+        self._queue_error(exc)
+
+    def _new_parser(self) -> RequestParser:
+        client = self.listener.client
+        return RequestParser(
+            self,
+            max_uri_size=client.max_uri_size,
+            max_header_size=client.max_header_size,
+            max_headers=client.max_headers,
+        )
+
+    def _queue_error(self, exc: HTTPError) -> None:
+        """Answer ``exc`` after the responses already queued, then close."""
         err = Exchange(self, None)
         err.error = exc
         err.req_done = True
@@ -868,12 +875,7 @@ class DownstreamHTTP(asyncio.Protocol):
         if ex.head.has_body:
             ex.fail(BadRequest("Upgrade request with a body"))
             return
-        self.parser = RequestParser(
-            self,
-            max_uri_size=self.listener.client.max_uri_size,
-            max_header_size=self.listener.client.max_header_size,
-            max_headers=self.listener.client.max_headers,
-        )
+        self.parser = self._new_parser()
         if tail:
             self.data_received(tail)
 
@@ -914,12 +916,7 @@ class DownstreamHTTP(asyncio.Protocol):
         if ex is self.upgrading:
             # The upstream refused the upgrade: go on with HTTP on this connection.
             self.upgrading = None
-            self.parser = RequestParser(
-                self,
-                max_uri_size=self.listener.client.max_uri_size,
-                max_header_size=self.listener.client.max_header_size,
-                max_headers=self.listener.client.max_headers,
-            )
+            self.parser = self._new_parser()
             tail = b"".join(self.tail)
             self.tail, self.tail_size = [], 0
             self.resume(P_UPGRADE)
@@ -1001,12 +998,7 @@ class DownstreamHTTP(asyncio.Protocol):
             return
         self.pause(P_DONE)
         self.closing = True
-        err = Exchange(self, None)
-        err.error = exc
-        err.req_done = True
-        err.close_after = True
-        self.queue.append(err)
-        err.activate()
+        self._queue_error(exc)
 
     # ---- draining (Closable)
     def busy(self) -> bool:
