@@ -51,6 +51,7 @@ from wslb.proto.http1 import (
 )
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import is_websocket, validate_handshake
+from wslb.server.output import OutBuffer
 from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
 
@@ -194,7 +195,7 @@ class Exchange:
         try:
             async with asyncio.timeout(timeouts.connect):
                 _, up = await open_upstream(
-                    loop, lambda: UpstreamHTTP(ep, pool), backend, ep, header
+                    loop, lambda: UpstreamHTTP(ep, pool, down.runtime.batch), backend, ep, header
                 )
         except TimeoutError:
             self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
@@ -261,8 +262,8 @@ class Exchange:
                 self.up_chunked = True
             elif head.content_length is not None:
                 headers.append(b"Content-Length: %d\r\n" % head.content_length)
-        transport = up.transport
-        transport.write(request_head_bytes(head.method, head.target, headers))
+        out = up.out
+        out.write(request_head_bytes(head.method, head.target, headers))
         if self.buffered:
             chunks, self.buffered, self.buffered_size = self.buffered, (), 0
             for chunk in chunks:
@@ -271,21 +272,22 @@ class Exchange:
         if self.req_done:
             self.req_sent = True
             if self.up_chunked:
-                transport.write(LAST_CHUNK)
+                out.write(LAST_CHUNK)
             self.deadline = down.loop.time() + self.route.timeouts.read
 
     def _write_body(self, data: bytes) -> None:
-        transport = self.up.transport  # type: ignore[union-attr]
-        assert transport is not None
+        out = self.up.out  # type: ignore[union-attr]
         if self.up_chunked:
-            transport.writelines((chunk_header(len(data)), data, CRLF))
+            out.write(chunk_header(len(data)))
+            out.write(data)
+            out.write(CRLF)
         else:
-            transport.write(data)
+            out.write(data)
 
     def _request_sent(self) -> None:
         self.req_sent = True
         if self.up_chunked:
-            self.up.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
+            self.up.out.write(LAST_CHUNK)  # type: ignore[union-attr]
         if not self.resp_started:
             self.deadline = self.down.loop.time() + self.route.timeouts.read  # type: ignore[union-attr]
 
@@ -634,6 +636,7 @@ class DownstreamHTTP(asyncio.Protocol):
         "listener",
         "local_addr",
         "loop",
+        "out",
         "parser",
         "paused",
         "proxy",
@@ -661,6 +664,7 @@ class DownstreamHTTP(asyncio.Protocol):
         self.proxy = proxy
         self.cid = runtime.next_id()
         self.parser = self._new_parser()
+        self.out = OutBuffer(runtime.batch)  # every write to the client goes through here
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Exchange] = deque()
         self.receiving: Exchange | None = None
@@ -691,6 +695,7 @@ class DownstreamHTTP(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.out.transport = transport
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         if peer:
@@ -788,12 +793,14 @@ class DownstreamHTTP(asyncio.Protocol):
             self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        if not self.closed:
+            self.out.write(data)
 
     def writelines(self, data: tuple[bytes, ...]) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.writelines(data)
+        if not self.closed:
+            out = self.out
+            for piece in data:
+                out.write(piece)
 
     # ------------------------------------------------------------------ RequestSink
     def on_request_head(self, head: RequestHead) -> None:
@@ -895,6 +902,9 @@ class DownstreamHTTP(asyncio.Protocol):
         self.runtime.unregister(self)
         client_bytes = b"".join(self.tail)
         self.tail = []
+        # The relays write to the transports directly: what is held goes first.
+        self.out.flush()
+        up.out.flush()
         tunnel.start(
             self.transport,
             up.transport,
@@ -943,6 +953,7 @@ class DownstreamHTTP(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        self.out.flush()  # what was held for this loop iteration goes before the FIN
         if self.linger and self.listener.ssl_context is None and transport.can_write_eof():
             # Half-close after the reply and drain what the client still sends.
             self.lingering = 1

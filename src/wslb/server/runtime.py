@@ -19,6 +19,7 @@ from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_cha
 from wslb.config.model import BackendSpec, ClientSpec, Config, ListenerSpec, RouteSpec, TimeoutsSpec
 from wslb.routing.table import RouteEntry, RouteTable
 from wslb.server.clock import Sweeper, interval_for
+from wslb.server.output import WriteBatch
 from wslb.server.pool import Pool
 from wslb.server.tls import client_context, server_context
 
@@ -140,6 +141,7 @@ class Runtime:
             lst.name: ListenerState(lst, config, self.backends) for lst in config.listeners
         }
         self.sweeper = Sweeper(loop, interval_for(_smallest_timeout(config)))
+        self.batch = WriteBatch(loop)
         for b in self.backends.values():
             for pool in b.pools.values():
                 self.sweeper.add(pool)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from wslb.balancer.endpoints import EndpointState
 from wslb.errors import BadGateway, HTTPError
 from wslb.proto.http1 import ResponseHead, ResponseParser
+from wslb.server.output import OutBuffer, WriteBatch
 
 if TYPE_CHECKING:
     from wslb.server.http1 import Exchange
@@ -64,6 +65,7 @@ class UpstreamHTTP(asyncio.Protocol):
         "endpoint",
         "exchange",
         "idle_since",
+        "out",
         "parser",
         "pool",
         "reused",
@@ -72,8 +74,9 @@ class UpstreamHTTP(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, endpoint: EndpointState, pool: Pool | None) -> None:
+    def __init__(self, endpoint: EndpointState, pool: Pool | None, batch: WriteBatch) -> None:
         self.endpoint = endpoint
+        self.out = OutBuffer(batch)  # every write of the request goes through here
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
@@ -102,6 +105,7 @@ class UpstreamHTTP(asyncio.Protocol):
     # ---- asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.out.transport = transport
         self.closed = False
         sock = transport.get_extra_info("socket")
         if sock is not None:
