@@ -122,30 +122,3 @@ class GatewayTimeout(HTTPError):
 class VersionNotSupported(HTTPError):
     status = 505
     reason = "HTTP Version Not Supported"
-
-
-REASONS: dict[int, str] = {
-    100: "Continue",
-    101: "Switching Protocols",
-    200: "OK",
-    204: "No Content",
-    301: "Moved Permanently",
-    302: "Found",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Payload Too Large",
-    414: "URI Too Long",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}

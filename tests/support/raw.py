@@ -48,6 +48,7 @@ class RecordingBackend:
         self.connections: list[RecordedConnection] = []
         self.server: asyncio.Server | None = None
         self.new_connection = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> RecordingBackend:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -59,8 +60,6 @@ class RecordingBackend:
         for w in list(self._writers):
             w.close()
         await self.server.wait_closed()
-
-    _writers: set[asyncio.StreamWriter] = set()
 
     @property
     def port(self) -> int:

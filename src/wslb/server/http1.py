@@ -56,7 +56,7 @@ from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
 
 if TYPE_CHECKING:
-    from wslb.server.runtime import BackendState, ListenerState, RouteState, Runtime
+    from wslb.server.runtime import ListenerState, RouteState, Runtime
 
 log = logging.getLogger("wslb.http")
 
@@ -92,7 +92,6 @@ class Exchange:
 
     state = S_QUEUED
     route: RouteState | None = None
-    backend: BackendState | None = None
     endpoint: EndpointState | None = None
     failed_endpoint: EndpointState | None = None
     up: UpstreamHTTP | None = None
@@ -153,7 +152,6 @@ class Exchange:
                 self.local_reply(exc)
                 return
             self.is_upgrade = True
-        self.backend = route.backend
         self.connect()
 
     def connect(self) -> None:
