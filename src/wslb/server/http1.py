@@ -628,7 +628,6 @@ class DownstreamHTTP(asyncio.Protocol):
         "closed",
         "closing",
         "deadline",
-        "got_bytes",
         "linger",
         "lingering",
         "listener",
@@ -678,7 +677,6 @@ class DownstreamHTTP(asyncio.Protocol):
         self.timer = T_FIRST
         self.deadline = 0.0
         self.rx_progress = False
-        self.got_bytes = False
         self.linger = False
         self.lingering = 0
         self.version11 = True
@@ -731,7 +729,6 @@ class DownstreamHTTP(asyncio.Protocol):
         timer = self.timer
         if timer == T_KEEPALIVE or timer == T_NONE or timer == T_FIRST:
             # bytes of a new request: its head must be complete within header_timeout
-            self.got_bytes = True
             self.timer = T_HEAD
             self.deadline = self.loop.time() + self.listener.client.header_timeout
         try:
@@ -978,7 +975,7 @@ class DownstreamHTTP(asyncio.Protocol):
                 self._client_timeout("request body", RequestTimeout("client sent no body bytes"))
                 return
         elif timer != T_NONE and now >= self.deadline:
-            if timer == T_HEAD or (timer == T_FIRST and self.got_bytes):
+            if timer == T_HEAD:
                 self._client_timeout("request head", RequestTimeout("request head not complete"))
             elif timer == T_LINGER:
                 if self.transport is not None:
