@@ -19,7 +19,10 @@ when a health state changes or when ``next_change`` says an ejection has ended.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
+
+_RNG = random.Random()
 
 
 class EndpointState:
@@ -32,6 +35,8 @@ class EndpointState:
         "address",
         "draining",
         "ejected_until",
+        "ewma",
+        "ewma_at",
         "healthy",
         "host",
         "port",
@@ -51,6 +56,8 @@ class EndpointState:
         self._checks_ok = 0
         self._checks_failed = 0
         self._fail_times: list[float] = []
+        self.ewma = 0.0  # peak-EWMA of response-head latency, seconds (0: no sample yet)
+        self.ewma_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.address} healthy={self.healthy} active={self.active}>"
@@ -89,6 +96,15 @@ class EndpointState:
             self.ejected_until = now + fail_timeout
             return True
         return False
+
+    def observe_latency(self, rtt: float, now: float, tau: float = 10.0) -> None:
+        """Peak-EWMA: a slower sample takes over at once, faster ones decay in over ``tau``."""
+        if self.ewma == 0.0 or rtt > self.ewma:
+            self.ewma = rtt
+        else:
+            w = math.exp(-(now - self.ewma_at) / tau)
+            self.ewma = self.ewma * w + rtt * (1.0 - w)
+        self.ewma_at = now
 
     def record_success(self) -> None:
         if self._fail_times:
@@ -154,4 +170,29 @@ def pick_least_connections(
     return _smooth_pick(best)
 
 
-POLICIES = {"round_robin": pick_round_robin, "least_connections": pick_least_connections}
+def pick_ewma(
+    candidates: Sequence[EndpointState],
+    exclude: EndpointState | None = None,
+    rng: random.Random = _RNG,
+) -> EndpointState | None:
+    """ingress-nginx's ``ewma``: the better of two random endpoints, scored by peak-EWMA
+    latency times (active + 1); endpoints without a sample yet score as the best known."""
+    if exclude is not None:
+        candidates = [ep for ep in candidates if ep is not exclude]
+    n = len(candidates)
+    if n <= 1:
+        return candidates[0] if n else None
+    a, b = rng.sample(candidates, 2) if n > 2 else candidates
+    floor = min((ep.ewma for ep in (a, b) if ep.ewma > 0.0), default=1.0)
+
+    def score(ep: EndpointState) -> float:
+        return (ep.ewma or floor) * (ep.active + 1)
+
+    return a if score(a) <= score(b) else b
+
+
+POLICIES = {
+    "round_robin": pick_round_robin,
+    "least_connections": pick_least_connections,
+    "ewma": pick_ewma,
+}

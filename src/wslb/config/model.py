@@ -39,7 +39,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from wslb.config.units import parse_duration, parse_size
 
@@ -217,7 +225,7 @@ class BackendSpec(Spec):
     name: str = Field(min_length=1)
     protocol: Literal["http", "https", "tcp"] = "http"
     endpoints: tuple[Annotated[EndpointSpec, BeforeValidator(_endpoint)], ...] = ()
-    balance: Literal["round_robin", "least_connections"] = "round_robin"
+    balance: Literal["round_robin", "least_connections", "ewma"] = "round_robin"
     timeouts: TimeoutsSpec = TimeoutsSpec()
     keepalive: KeepaliveSpec = KeepaliveSpec()
     health: HealthSpec = HealthSpec()
@@ -225,6 +233,102 @@ class BackendSpec(Spec):
     tls: UpstreamTLSSpec = UpstreamTLSSpec()
     proxy_protocol: Literal["v1", "v2"] | None = None
     retry_after: int = Field(default=5, ge=0, description="Retry-After seconds on 503")
+
+
+# --------------------------------------------------------------------------- middlewares
+
+
+def _cidrs(v: tuple[str, ...]) -> tuple[str, ...]:
+    for item in v:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or CIDR range") from None
+    return v
+
+
+Cidrs = Annotated[tuple[str, ...], AfterValidator(_cidrs)]
+
+
+class RedirectSpec(Spec):
+    """Answer plain-HTTP requests with a redirect to HTTPS, path and query kept."""
+
+    code: Literal[301, 302, 303, 307, 308] = 308
+    port: int | None = Field(default=None, ge=1, le=65535, description="HTTPS port in Location")
+
+
+class CorsSpec(Spec):
+    """CORS answered by wslb (ingress-nginx ``enable-cors`` and its defaults)."""
+
+    allow_origins: tuple[str, ...] = ("*",)
+    allow_methods: str = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+    allow_headers: str = (
+        "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,"
+        "Content-Type,Range,Authorization"
+    )
+    expose_headers: str = ""
+    allow_credentials: bool = True
+    max_age: int = Field(default=1728000, ge=0)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            if origin == "*":
+                continue
+            scheme, sep, rest = origin.partition("://")
+            if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or '*'")
+            if ("*" in rest and not rest.startswith("*.")) or rest.count("*") > 1:
+                raise ValueError(f"{origin!r}: only one leading '*.' label may be a wildcard")
+        return v
+
+
+class CookieSpec(Spec):
+    """Cookie session affinity (ingress-nginx ``affinity: cookie``)."""
+
+    name: str = "INGRESSCOOKIE"
+    mode: Literal["balanced", "persistent"] = "balanced"
+    expires: int | None = Field(default=None, ge=0, description="seconds; sets Expires")
+    max_age: int | None = Field(default=None, ge=0, description="seconds; sets Max-Age")
+    path: str = "/"
+    domain: str | None = None
+    samesite: Literal["None", "Lax", "Strict"] | None = None
+    conditional_samesite_none: bool = False
+    secure: bool | None = Field(default=None, description="None: Secure on TLS connections")
+    change_on_failure: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or any(c in v for c in ' ;,=\t"()<>@:\\/[]?{}'):
+            raise ValueError(f"{v!r} is not a cookie name")
+        return v
+
+
+class HeaderRule(Spec):
+    """One header set on requests or responses; the value may use $host, $scheme,
+    $remote_addr and $http_<name> (a request header)."""
+
+    name: str
+    value: str
+    always: bool = Field(default=False, description="responses: on every status, not only 2xx/3xx")
+
+
+class HeadersSpec(Spec):
+    request_set: tuple[HeaderRule, ...] = ()  # replaces the header towards the backend
+    response_set: tuple[HeaderRule, ...] = ()  # replaces the header towards the client
+    response_add: tuple[HeaderRule, ...] = ()  # adds (nginx add_header)
+
+
+class LimitsSpec(Spec):
+    """Per client address, ingress-nginx style: over the limit is 503."""
+
+    connections: int | None = Field(default=None, ge=1)
+    rps: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1)
+    burst_multiplier: int = Field(default=5, ge=1)
+    status: int = Field(default=503, ge=400, le=599)
 
 
 # --------------------------------------------------------------------------- routes, listeners
@@ -238,6 +342,16 @@ class RouteSpec(Spec):
     listeners: tuple[str, ...] | None = None
     timeouts: TimeoutsOverride = TimeoutsOverride()
     max_body_size: Size | None = None
+    redirect_https: RedirectSpec | None = None
+    cors: CorsSpec | None = None
+    affinity: CookieSpec | None = None
+    hash_by: str | None = Field(
+        default=None, description="consistent hashing on $remote_addr, $request_uri, $http_x, ..."
+    )
+    headers: HeadersSpec = HeadersSpec()
+    allow: Cidrs = ()
+    deny: Cidrs = ()
+    limits: LimitsSpec | None = None
 
     @field_validator("host")
     @classmethod
@@ -270,6 +384,11 @@ class ListenerSpec(Spec):
     proxy_protocol: bool = Field(default=False, description="expect a PROXY v1/v2 header")
     trusted_proxies: tuple[str, ...] = ()
     client: ClientSpec = ClientSpec()
+    redirect_https: RedirectSpec | None = Field(
+        default=None, description="http listeners: redirect every request to HTTPS"
+    )
+    allow: Cidrs = ()  # client addresses let in (empty: all); others get 403 / are closed
+    deny: Cidrs = ()
 
     @field_validator("address")
     @classmethod
@@ -293,6 +412,8 @@ class ListenerSpec(Spec):
 
     @model_validator(mode="after")
     def _shape(self) -> ListenerSpec:
+        if self.redirect_https is not None and self.protocol != "http":
+            raise ValueError("redirect_https is for http listeners")
         if self.protocol == "https" and self.tls is None:
             raise ValueError("an https listener needs tls (certificate and key)")
         if self.protocol != "https" and self.tls is not None:
@@ -305,6 +426,11 @@ class ListenerSpec(Spec):
 class ServerSpec(Spec):
     workers: int = Field(default=1, ge=1, le=256)
     shutdown_grace: Duration = 30.0
+    secret: str | None = Field(
+        default=None,
+        description="key for affinity cookies; give every replica the same one "
+        "(default: one random key per start, shared by its workers)",
+    )
 
 
 class Config(Spec):

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -30,6 +31,7 @@ from wslb.balancer.endpoints import EndpointState
 from wslb.errors import (
     BadGateway,
     BadRequest,
+    Forbidden,
     GatewayTimeout,
     HTTPError,
     MethodNotAllowed,
@@ -38,9 +40,11 @@ from wslb.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
+from wslb.middleware.templates import RequestContext
 from wslb.proto.headers import forward_request_headers, forward_response_headers
 from wslb.proto.http1 import (
     LAST_CHUNK,
+    REASON_PHRASES,
     RequestHead,
     RequestParser,
     ResponseHead,
@@ -56,7 +60,7 @@ from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
 
 if TYPE_CHECKING:
-    from wslb.server.runtime import ListenerState, RouteState, Runtime
+    from wslb.server.runtime import BackendState, ListenerState, RouteState, Runtime
 
 log = logging.getLogger("wslb.http")
 
@@ -84,6 +88,19 @@ S_QUEUED, S_CONNECTING, S_SENT, S_RESPONDING, S_DONE, S_TUNNEL = range(6)
 
 # how the response body is framed towards the client
 M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
+
+
+# nginx add_header adds to these statuses unless "always" is given
+_ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+
+
+class Limited(HTTPError):
+    """A rate or connection limit (ingress-nginx answers 503 unless told otherwise)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail, headers=[(b"Retry-After", b"1")])
+        self.status = status
+        self.reason = REASON_PHRASES.get(status, b"Unknown").decode()
 
 
 class Exchange:
@@ -117,6 +134,9 @@ class Exchange:
     buffered_size = 0
     deadline = 0.0
     upstream_paused_since = 0.0
+    set_cookie: str | None = None  # affinity cookie value to send with the response
+    conn_key: str | None = None  # client address holding a connection-limit slot
+    sent_at = 0.0
 
     def __init__(self, down: DownstreamHTTP, head: RequestHead | None) -> None:
         self.down = down
@@ -133,11 +153,32 @@ class Exchange:
         if head.method == b"CONNECT":
             self.local_reply(MethodNotAllowed("CONNECT: wslb is not a forward proxy"))
             return
-        route = down.listener.routes.match(head.host, head.path)
+        listener = down.listener
+        if listener.access is not None and not listener.access.permits(down.client_addr[0]):
+            self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this listener"))
+            return
+        if listener.redirect is not None:
+            self.redirect(listener.redirect.code, listener.redirect.port)
+            return
+        route = listener.routes.match(head.host, head.path)
         if route is None:
             self.local_reply(NotFound(f"no route for {head.host}{head.path}"))
             return
         self.route = route
+        if route.access is not None and not route.access.permits(down.client_addr[0]):
+            self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this route"))
+            return
+        if route.redirect is not None and not listener.tls:
+            self.redirect(route.redirect.code, route.redirect.port)
+            return
+        if route.cors is not None and head.method == b"OPTIONS":
+            lines = route.cors.preflight_lines(head.header(b"origin"))
+            self.local_response(204, lines)
+            return
+        if (route.rps is not None or route.rpm is not None or route.conn_limit is not None) and (
+            not self._within_limits(route)
+        ):
+            return
         limit = route.max_body_size
         if limit and (
             (head.content_length is not None and head.content_length > limit)
@@ -154,10 +195,58 @@ class Exchange:
             self.is_upgrade = True
         self.connect()
 
+    def _within_limits(self, route: RouteState) -> bool:
+        ip = self.down.client_addr[0]
+        now = self.down.loop.time()
+        for buckets in (route.rps, route.rpm):
+            if buckets is not None and not buckets.take(ip, now):
+                self.local_reply(Limited(route.limit_status, f"{ip} over the request rate"))
+                return False
+        if route.conn_limit is not None:
+            if not route.conn_limit.acquire(ip):
+                self.local_reply(Limited(route.limit_status, f"{ip} over the connection limit"))
+                return False
+            self.conn_key = ip
+        return True
+
+    def choose(self, backend: BackendState, now: float) -> EndpointState | None:
+        """The endpoint for this request: affinity cookie, hash key, or the balancer."""
+        route = self.route
+        assert route is not None
+        exclude = self.failed_endpoint
+        aff = route.affinity
+        if aff is not None:
+            value = aff.read(self.head)
+            if aff.persistent:
+                ep = aff.endpoint(value, backend.available(now)) if value else None
+                if ep is not None and ep is not exclude:
+                    return ep
+                ep = backend.pick(now, exclude)
+                if ep is not None and (exclude is None or aff.spec.change_on_failure):
+                    self.set_cookie = aff.token(ep)  # new session, or its endpoint is gone
+                return ep
+            if value is None:
+                value = aff.new_session()
+                self.set_cookie = value
+            return backend.pick_hashed(aff.ring_key(value), now, exclude)
+        if route.hash_by is not None:
+            key = route.hash_by.render(self._context())
+            return backend.pick_hashed(key, now, exclude)
+        return backend.pick(now, exclude)
+
+    def _context(self) -> RequestContext:
+        down = self.down
+        return RequestContext(self.head, down.listener.scheme, down.client_ip)
+
     def connect(self) -> None:
         backend = self.route.backend  # type: ignore[union-attr]
         loop = self.down.loop
-        ep = backend.pick(loop.time(), exclude=self.failed_endpoint)
+        route = self.route
+        assert route is not None
+        if route.affinity is None and route.hash_by is None:
+            ep = backend.pick(loop.time(), exclude=self.failed_endpoint)
+        else:
+            ep = self.choose(backend, loop.time())
         if ep is None:
             if self.failed_endpoint is not None:
                 self.local_reply(BadGateway(f"connect to {self.failed_endpoint.address} failed"))
@@ -249,6 +338,12 @@ class Exchange:
             port=down.listener.port_bytes,
             trusted=down.trusted,
         )
+        rules = self.route.request_set
+        if rules is not None:
+            names = {rule.lname for rule in rules}
+            headers = [ln for ln in headers if ln[: ln.find(b":")].lower() not in names]
+            ctx = self._context()
+            headers += [r.prefix + r.template.render(ctx) + b"\r\n" for r in rules]
         if self.is_upgrade:
             headers.append(b"Connection: Upgrade\r\n")
             headers.append(field(b"Upgrade", head.upgrade or b"websocket"))
@@ -271,7 +366,8 @@ class Exchange:
             self.req_sent = True
             if self.up_chunked:
                 out.write(LAST_CHUNK)
-            self.deadline = down.loop.time() + self.route.timeouts.read
+            self.sent_at = now = down.loop.time()
+            self.deadline = now + self.route.timeouts.read
 
     def _write_body(self, data: bytes) -> None:
         out = self.up.out  # type: ignore[union-attr]
@@ -284,6 +380,7 @@ class Exchange:
 
     def _request_sent(self) -> None:
         self.req_sent = True
+        self.sent_at = self.down.loop.time()
         if self.up_chunked:
             self.up.out.write(LAST_CHUNK)  # type: ignore[union-attr]
         if not self.resp_started:
@@ -342,6 +439,10 @@ class Exchange:
         down = self.down
         head = self.head
         self.state = S_RESPONDING
+        ep = self.endpoint
+        if ep is not None and self.sent_at and self.route.backend.latency_aware:  # type: ignore[union-attr]
+            now = down.loop.time()
+            ep.observe_latency(now - self.sent_at, now)
         headers = forward_response_headers(rh)
         no_body = head.method == b"HEAD" or status in (204, 304)
         if no_body:
@@ -363,6 +464,9 @@ class Exchange:
             self.up.served = 1 << 30  # not reusable
         if not head.keep_alive or down.closing:
             self.close_after = True
+        route = self.route
+        if route is not None and (route.response_hooks or self.set_cookie is not None):
+            headers = self._response_rules(status, headers)
         if self.close_after:
             headers.append(b"Connection: close\r\n")
         elif not down.version11:
@@ -430,6 +534,8 @@ class Exchange:
             return
         down = self.down
         headers = forward_response_headers(rh)
+        if self.route is not None and (self.route.response_hooks or self.set_cookie is not None):
+            headers = self._response_rules(101, headers)
         headers.append(b"Connection: Upgrade\r\n")
         headers.append(field(b"Upgrade", rh.upgrade or b"websocket"))
         down.write(response_head_bytes(101, rh.reason, headers))
@@ -442,6 +548,10 @@ class Exchange:
             down.runtime, down.cid, "websocket", self.endpoint, self.route.timeouts.tunnel
         )
         self.counted = False  # the tunnel owns the endpoint's active count now
+        if self.conn_key is not None:  # ... and the client's connection-limit slot
+            limiter, key = self.route.conn_limit, self.conn_key
+            self.conn_key = None
+            tunnel.on_close = lambda: limiter.release(key)  # type: ignore[union-attr]
         down.become_tunnel(self, tunnel, up, tail)
 
     def upstream_write_paused(self) -> None:
@@ -545,12 +655,12 @@ class Exchange:
             self.task = None
 
     def local_reply(self, exc: HTTPError) -> None:
-        """Answer the client from wslb itself (errors, and later redirects and preflights)."""
+        """Answer an error from wslb itself, logged once with the connection id."""
         down = self.down
-        self._cancel_connect()
-        self._drop_upstream()
-        self._uncount()
         if self.resp_started:
+            self._cancel_connect()
+            self._drop_upstream()
+            self._uncount()
             self.abort(str(exc))
             return
         status = exc.status
@@ -558,23 +668,86 @@ class Exchange:
             log.warning("[%s] %d %s %s: %s", down.cid, status, self._method(), self._target(), exc)
         else:
             log.info("[%s] %d %s %s: %s", down.cid, status, self._method(), self._target(), exc)
-        if not self.req_done or status in (400, 408, 413, 414, 431, 505):
-            self.close_after = True
-        if not self.head.keep_alive or down.closing:
+        if status in (400, 408, 413, 414, 431, 505):
             self.close_after = True
         body = f"{status} {exc.reason}\n".encode()
-        headers = [
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\n" % len(body),
-            *(field(n, v) for n, v in exc.headers),
-        ]
+        lines = [b"Content-Type: text/plain; charset=utf-8\r\n"]
+        lines += [field(n, v) for n, v in exc.headers]
+        self.local_response(status, lines, body, reason=exc.reason.encode())
+
+    def redirect(self, code: int, port: int | None) -> None:
+        """Send the client to the same URL over HTTPS."""
+        down = self.down
+        host = self.head.host or down.local_addr[0]
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if port is not None and port != 443:
+            name = f"{name}:{port}"
+        location = b"https://" + name.encode("latin-1") + self.head.target
+        body = b'<html><body>Redirecting to <a href="%s">%s</a></body></html>\n' % (
+            location,
+            location,
+        )
+        self.local_response(
+            code,
+            [b"Location: " + location + b"\r\n", b"Content-Type: text/html\r\n"],
+            body,
+        )
+
+    def local_response(
+        self, status: int, lines: list[bytes], body: bytes = b"", reason: bytes | None = None
+    ) -> None:
+        """Answer from wslb itself (errors, redirects, CORS preflights); the route's response
+        rules apply as to any response."""
+        down = self.down
+        self._cancel_connect()
+        self._drop_upstream()
+        self._uncount()
+        if not self.req_done or not self.head.keep_alive or down.closing:
+            self.close_after = True
+        if (self.head.method != b"HEAD" and status not in (204, 304)) or body:
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        if self.route is not None:
+            lines = self._response_rules(status, lines)
         if self.close_after:
-            headers.append(b"Connection: close\r\n")
+            lines.append(b"Connection: close\r\n")
             down.linger = True
-        down.write(response_head_bytes(status, exc.reason.encode(), headers) + body)
+        down.write(
+            response_head_bytes(status, reason or REASON_PHRASES.get(status, b"Unknown"), lines)
+            + (body if self.head.method != b"HEAD" else b"")
+        )
         self.resp_started = True
         self.state = S_RESPONDING
         self.finish(reusable=False)
+
+    def _response_rules(self, status: int, lines: list[bytes]) -> list[bytes]:
+        """The route's response middlewares: CORS, affinity cookie, header rules."""
+        route = self.route
+        assert route is not None
+        if route.cors is not None and self.head.method != b"OPTIONS":
+            lines += route.cors.response_lines(self.head.header(b"origin"))
+        if self.set_cookie is not None and route.affinity is not None:
+            lines.append(
+                route.affinity.set_cookie(
+                    self.set_cookie,
+                    tls=self.down.listener.tls,
+                    user_agent=self.head.header(b"user-agent"),
+                    now=time.time(),
+                )
+            )
+        if route.response_set is not None or route.response_add is not None:
+            ctx = self._context()
+            if route.response_set is not None:
+                names = {rule.lname for rule in route.response_set}
+                lines = [ln for ln in lines if ln[: ln.find(b":")].lower() not in names]
+                lines += [r.prefix + r.template.render(ctx) + b"\r\n" for r in route.response_set]
+            if route.response_add is not None:
+                success = status < 400 and status in _ADD_HEADER_STATUSES
+                lines += [
+                    r.prefix + r.template.render(ctx) + b"\r\n"
+                    for r in route.response_add
+                    if r.always or success
+                ]
+        return lines
 
     def _method(self) -> str:
         return self.head.method.decode("latin-1")
@@ -582,11 +755,18 @@ class Exchange:
     def _target(self) -> str:
         return self.head.target[:200].decode("latin-1")
 
+    def _release_limits(self) -> None:
+        key = self.conn_key
+        if key is not None:
+            self.conn_key = None
+            self.route.conn_limit.release(key)  # type: ignore[union-attr]
+
     def finish(self, *, reusable: bool) -> None:
         if self.state == S_DONE:
             return
         self.state = S_DONE
         self._uncount()
+        self._release_limits()
         up = self.up
         if up is not None:
             self.up = None
@@ -615,6 +795,7 @@ class Exchange:
         self._cancel_connect()
         self._drop_upstream()
         self._uncount()
+        self._release_limits()
         self.state = S_DONE
         self.down.close()
 
@@ -757,6 +938,7 @@ class DownstreamHTTP(asyncio.Protocol):
             ex._cancel_connect()
             ex._drop_upstream()
             ex._uncount()
+            ex._release_limits()
             ex.state = S_DONE
         self.queue.clear()
 

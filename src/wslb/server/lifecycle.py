@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 import os
+import secrets
 import select
 import signal
 import socket
@@ -136,6 +137,11 @@ def _notify(fd: int) -> None:
 
 def serve(config: Config, *, workers: int | None = None, ready_file: str | None = None) -> int:
     n = workers or config.server.workers
+    if config.server.secret is None:
+        # One random key for this start, shared by the workers forked below; replicas that
+        # must agree on affinity cookies are given the same `server.secret`.
+        server = config.server.model_copy(update={"secret": secrets.token_hex(32)})
+        config = config.model_copy(update={"server": server})
     sockets = {lst.name: bind_socket(lst.address, lst.port) for lst in config.listeners}
     bound = {name: sock.getsockname()[:2] for name, sock in sockets.items()}
 

@@ -16,7 +16,22 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_change
-from wslb.config.model import BackendSpec, ClientSpec, Config, ListenerSpec, RouteSpec, TimeoutsSpec
+from wslb.balancer.ring import HashRing
+from wslb.config.model import (
+    BackendSpec,
+    ClientSpec,
+    Config,
+    HeaderRule,
+    ListenerSpec,
+    RedirectSpec,
+    RouteSpec,
+    TimeoutsSpec,
+)
+from wslb.middleware.access import AccessList
+from wslb.middleware.affinity import CookieAffinity
+from wslb.middleware.cors import Cors
+from wslb.middleware.limits import Counter, TokenBuckets
+from wslb.middleware.templates import Template
 from wslb.routing.table import RouteEntry, RouteTable
 from wslb.server.clock import Sweeper, interval_for
 from wslb.server.output import WriteBatch
@@ -32,11 +47,14 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class BackendState:
-    def __init__(self, spec: BackendSpec) -> None:
+    def __init__(self, spec: BackendSpec, secret: bytes = b"") -> None:
         self.spec = spec
+        self.secret = secret
+        self._ring: HashRing | None = None
         self.name = spec.name
         self.endpoints = [EndpointState(e.host, e.port, e.weight) for e in spec.endpoints]
         self._policy = POLICIES[spec.balance]
+        self.latency_aware = spec.balance == "ewma"
         self.pooling = spec.keepalive.enabled and spec.proxy_protocol is None
         self.pools: dict[EndpointState, Pool] = {}
         if self.pooling:
@@ -52,16 +70,35 @@ class BackendState:
         self._available_until = 0.0
         self.retry_after = str(spec.retry_after).encode()
 
-    def pick(self, now: float, exclude: EndpointState | None = None) -> EndpointState | None:
+    def available(self, now: float) -> list[EndpointState]:
+        """The endpoints that may get traffic now (cached until something changes)."""
         avail = self._available
         if avail is None or now >= self._available_until:
             avail = self._available = available(self.endpoints, now)
             self._available_until = next_change(self.endpoints, now)
-        return self._policy(avail, exclude)
+            self._ring = None
+        return avail
+
+    def pick(self, now: float, exclude: EndpointState | None = None) -> EndpointState | None:
+        return self._policy(self.available(now), exclude)
+
+    def pick_hashed(
+        self, key: bytes, now: float, exclude: EndpointState | None = None
+    ) -> EndpointState | None:
+        """Consistent hashing of ``key`` over the available endpoints."""
+        avail = self.available(now)
+        ring = self._ring
+        if ring is None:
+            ring = self._ring = HashRing(avail, self.secret)
+        ep = ring.get(key)
+        if ep is None or ep is exclude:
+            return self.pick(now, exclude)
+        return ep
 
     def health_changed(self) -> None:
         """An endpoint's health or drain state changed: recompute who is available."""
         self._available = None
+        self._ring = None
 
     def endpoint_failed(self, ep: EndpointState, now: float, why: str) -> None:
         p = self.spec.passive
@@ -77,22 +114,92 @@ class BackendState:
 
 
 class RouteState:
-    """A route as one listener serves it: backend, merged timeouts, body limit."""
+    """A route as one listener serves it: backend, merged timeouts, body limit, and its
+    middlewares compiled (None where the route has none, so the common path tests one
+    attribute)."""
 
-    __slots__ = ("backend", "max_body_size", "spec", "timeouts")
+    __slots__ = (
+        "access",
+        "affinity",
+        "backend",
+        "conn_limit",
+        "cors",
+        "hash_by",
+        "limit_status",
+        "max_body_size",
+        "redirect",
+        "request_set",
+        "response_add",
+        "response_hooks",
+        "response_set",
+        "rpm",
+        "rps",
+        "spec",
+        "timeouts",
+    )
 
-    def __init__(self, spec: RouteSpec, backend: BackendState, client: ClientSpec) -> None:
+    def __init__(
+        self, spec: RouteSpec, backend: BackendState, client: ClientSpec, secret: bytes
+    ) -> None:
         self.spec = spec
         self.backend = backend
         self.timeouts: TimeoutsSpec = spec.timeouts.apply(backend.spec.timeouts)
         self.max_body_size = (
             spec.max_body_size if spec.max_body_size is not None else client.max_body_size
         )
+        self.redirect: RedirectSpec | None = spec.redirect_https
+        self.cors = Cors(spec.cors) if spec.cors is not None else None
+        self.affinity = (
+            CookieAffinity(spec.affinity, secret, backend.name) if spec.affinity else None
+        )
+        self.hash_by = Template(spec.hash_by) if spec.hash_by else None
+        access = AccessList(spec.allow, spec.deny)
+        self.access = access if access else None
+        rules = spec.headers
+        self.request_set = [HeaderTemplate(r) for r in rules.request_set] or None
+        self.response_set = [HeaderTemplate(r) for r in rules.response_set] or None
+        self.response_add = [HeaderTemplate(r) for r in rules.response_add] or None
+        self.response_hooks = bool(
+            self.cors or self.affinity or self.response_set or self.response_add
+        )
+        limits = spec.limits
+        self.rps = self.rpm = None
+        self.conn_limit = None
+        self.limit_status = 503
+        if limits is not None:
+            self.limit_status = limits.status
+            if limits.rps:
+                self.rps = TokenBuckets(limits.rps, limits.rps * limits.burst_multiplier)
+            if limits.rpm:
+                self.rpm = TokenBuckets(limits.rpm / 60, limits.rpm * limits.burst_multiplier)
+            if limits.connections:
+                self.conn_limit = Counter(limits.connections)
+
+    def sweep(self, now: float) -> None:
+        for buckets in (self.rps, self.rpm):
+            if buckets is not None:
+                buckets.sweep(now)
+
+
+class HeaderTemplate:
+    """A header rule with its name prepared for matching and output."""
+
+    __slots__ = ("always", "lname", "prefix", "template")
+
+    def __init__(self, rule: HeaderRule) -> None:
+        self.lname = rule.name.lower().encode("latin-1")
+        self.prefix = rule.name.encode("latin-1") + b": "
+        self.template = Template(rule.value)
+        self.always = rule.always
 
 
 class ListenerState:
     def __init__(
-        self, spec: ListenerSpec, config: Config, backends: dict[str, BackendState]
+        self,
+        spec: ListenerSpec,
+        config: Config,
+        backends: dict[str, BackendState],
+        secret: bytes = b"",
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -104,12 +211,17 @@ class ListenerState:
             ipaddress.ip_network(c, strict=False) for c in spec.trusted_proxies
         )
         self.backend = backends[spec.backend] if spec.backend else None
-        entries = [
-            RouteEntry(r.host, r.path, r.path_type, RouteState(r, backends[r.backend], spec.client))
+        self.route_states = [
+            RouteState(r, backends[r.backend], spec.client, secret)
             for r in config.routes
             if r.listeners is None or spec.name in r.listeners
         ]
-        self.routes: RouteTable[RouteState] = RouteTable(entries)
+        self.routes: RouteTable[RouteState] = RouteTable(
+            RouteEntry(r.spec.host, r.spec.path, r.spec.path_type, r) for r in self.route_states
+        )
+        self.redirect: RedirectSpec | None = spec.redirect_https
+        access = AccessList(spec.allow, spec.deny)
+        self.access = access if access else None
         self.ssl_context: ssl.SSLContext | None = None
         if spec.tls is not None:
             self.ssl_context = server_context(spec.tls.all_certificates(), spec.tls.min_version)
@@ -136,15 +248,21 @@ class Runtime:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.loop = loop
-        self.backends = {b.name: BackendState(b) for b in config.backends}
+        self.secret = (config.server.secret or "").encode()
+        self.backends = {b.name: BackendState(b, self.secret) for b in config.backends}
         self.listeners = {
-            lst.name: ListenerState(lst, config, self.backends) for lst in config.listeners
+            lst.name: ListenerState(lst, config, self.backends, self.secret)
+            for lst in config.listeners
         }
         self.sweeper = Sweeper(loop, interval_for(_smallest_timeout(config)))
         self.batch = WriteBatch(loop)
         for b in self.backends.values():
             for pool in b.pools.values():
                 self.sweeper.add(pool)
+        for lst in self.listeners.values():
+            for route in lst.route_states:
+                if route.rps is not None or route.rpm is not None:
+                    self.sweeper.add(route)
         self.connections: set[Closable] = set()
         self.draining = False
         self._ids = itertools.count(1)

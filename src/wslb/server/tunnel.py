@@ -15,6 +15,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from wslb.balancer.endpoints import EndpointState
@@ -71,6 +72,7 @@ class Tunnel:
         "kind",
         "last",
         "lost",
+        "on_close",
         "reason",
         "runtime",
         "started",
@@ -98,6 +100,7 @@ class Tunnel:
         self.reason = ""
         self.down: Relay | None = None
         self.up: Relay | None = None
+        self.on_close: Callable[[], None] | None = None
 
     def start(
         self,
@@ -198,6 +201,8 @@ class Tunnel:
 
     def _finished(self) -> None:
         self.endpoint.active -= 1
+        if self.on_close is not None:
+            self.on_close()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
         down = self.down.nbytes if self.down else 0

@@ -1,0 +1,36 @@
+"""Source-address access lists: ``allow`` (when given, only these) and ``deny``."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AccessList:
+    def __init__(self, allow: Iterable[str], deny: Iterable[str]) -> None:
+        self.allow: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in allow
+        )
+        self.deny: tuple[Network, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in deny)
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.allow or self.deny)
+
+    def permits(self, ip: str) -> bool:
+        hit = self._cache.get(ip)
+        if hit is not None:
+            return hit
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        ok = not any(addr in n for n in self.deny) and (
+            not self.allow or any(addr in n for n in self.allow)
+        )
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[ip] = ok
+        return ok
