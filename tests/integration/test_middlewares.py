@@ -234,10 +234,9 @@ async def test_rate_and_connection_limits(wslb: Callable[..., Wslb], backends: l
     assert 10 <= statuses[200] <= 13 and statuses[503] == 20 - statuses[200]
     lb2 = wslb(_cfg(backends, {"limits": {"connections": 2, "status": 429}}))
     url = f"ws://127.0.0.1:{lb2.port('web')}/ws"
-    async with connect(url), connect(url):
-        async with httpx.AsyncClient(base_url=lb2.url("web")) as client:
-            r = await client.get("/x")
-            assert r.status_code == 429 and r.headers["retry-after"]
+    async with connect(url), connect(url), httpx.AsyncClient(base_url=lb2.url("web")) as client:
+        r = await client.get("/x")
+        assert r.status_code == 429 and r.headers["retry-after"]
     # closed tunnels give their slots back
     for _ in range(50):
         async with httpx.AsyncClient(base_url=lb2.url("web")) as client:
