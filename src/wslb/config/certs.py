@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from wslb.config.model import CertificateSpec
 
 
 class CertificateProblem(ValueError):
@@ -15,42 +20,86 @@ class CertificateProblem(ValueError):
 
 @dataclass(frozen=True)
 class CertificatePair:
-    certificate_path: str
-    key_path: str
+    label: str
+    chain_pem: bytes
+    key_pem: bytes
     names: tuple[str, ...]  # DNS names (SANs, else the CN), lowercase
     not_after: float
 
 
-def load_pair(certificate_path: str, key_path: str) -> CertificatePair:
+def read_pems(spec: CertificateSpec) -> tuple[bytes, bytes]:
+    """The chain and key PEM bytes of a certificate spec, from files or inline."""
+    if spec.certificate_pem is not None and spec.key_pem is not None:
+        return spec.certificate_pem.encode(), spec.key_pem.encode()
+    assert spec.certificate is not None and spec.key is not None
     try:
-        with open(certificate_path, "rb") as fh:
+        with open(spec.certificate, "rb") as fh:
             chain_pem = fh.read()
     except OSError as exc:
         raise CertificateProblem(
-            f"cannot read certificate {certificate_path}: {exc.strerror}"
+            f"cannot read certificate {spec.certificate}: {exc.strerror}"
         ) from None
     try:
-        with open(key_path, "rb") as fh:
+        with open(spec.key, "rb") as fh:
             key_pem = fh.read()
     except OSError as exc:
-        raise CertificateProblem(f"cannot read key {key_path}: {exc.strerror}") from None
+        raise CertificateProblem(f"cannot read key {spec.key}: {exc.strerror}") from None
+    return chain_pem, key_pem
+
+
+def load_pair(spec: CertificateSpec) -> CertificatePair:
+    """Read and check a certificate spec: PEM parses, the key matches the leaf."""
+    chain_pem, key_pem = read_pems(spec)
+    label = spec.label
     try:
         chain = x509.load_pem_x509_certificates(chain_pem)
     except ValueError:
-        raise CertificateProblem(f"{certificate_path} holds no PEM certificate") from None
+        raise CertificateProblem(f"{label}: no PEM certificate") from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        raise CertificateProblem(f"{key_path} holds no unencrypted PEM private key") from None
+        raise CertificateProblem(f"{spec.key or label}: no unencrypted PEM private key") from None
     leaf = chain[0]
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if leaf.public_key().public_bytes(der, pub) != key.public_key().public_bytes(der, pub):
-        raise CertificateProblem(
-            f"the key {key_path} does not match the certificate {certificate_path}"
-        )
+        raise CertificateProblem(f"{label}: the key does not match the certificate")
     return CertificatePair(
-        certificate_path, key_path, certificate_names(leaf), leaf.not_valid_after_utc.timestamp()
+        label, chain_pem, key_pem, certificate_names(leaf), leaf.not_valid_after_utc.timestamp()
+    )
+
+
+def self_signed(hosts: list[str], days: int = 365) -> tuple[str, str]:
+    """A self-signed certificate (ECDSA P-256) for ``hosts``: (chain PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = hosts or ["localhost"]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])])
+    now = datetime.datetime.now(datetime.UTC)
+    san: list[x509.GeneralName] = []
+    for h in names:
+        try:
+            san.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            san.append(x509.DNSName(h))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
     )
 
 

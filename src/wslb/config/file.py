@@ -182,6 +182,8 @@ def _resolve_paths(config: Config, base_dir: str) -> Config:
                     "key": fix(lst.tls.key),
                     "certificates": tuple(
                         c.model_copy(update={"certificate": fix(c.certificate), "key": fix(c.key)})
+                        if c.certificate is not None
+                        else c
                         for c in lst.tls.certificates
                     ),
                 }
@@ -213,7 +215,7 @@ def _check_files(config: Config, loc: Locator) -> list[ConfigIssue]:
             else:
                 path = ("listeners", i, "tls", "certificates", j)
             try:
-                load_pair(cert.certificate, cert.key)
+                load_pair(cert)
             except CertificateProblem as exc:
                 issues.append(loc.issue(path, str(exc)))
     for i, b in enumerate(config.backends):

@@ -118,8 +118,26 @@ class ClientSpec(Spec):
 
 
 class CertificateSpec(Spec):
-    certificate: str = Field(description="PEM file: the certificate chain, leaf first")
-    key: str = Field(description="PEM file: the private key")
+    """A certificate chain and its key: files (``certificate``, ``key``) or inline PEM text
+    (``certificate_pem``, ``key_pem``, as Kubernetes TLS Secrets carry them)."""
+
+    certificate: str | None = Field(default=None, description="PEM file: chain, leaf first")
+    key: str | None = Field(default=None, description="PEM file: the private key")
+    certificate_pem: str | None = None
+    key_pem: str | None = None
+    name: str | None = Field(default=None, description="where it came from, for messages")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CertificateSpec:
+        files = self.certificate is not None and self.key is not None
+        inline = self.certificate_pem is not None and self.key_pem is not None
+        if files == inline:
+            raise ValueError("give certificate and key files, or certificate_pem and key_pem")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.certificate or "inline certificate"
 
 
 class ListenerTLSSpec(Spec):

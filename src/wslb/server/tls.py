@@ -8,10 +8,12 @@ the first certificate is the default.
 
 from __future__ import annotations
 
+import os
 import ssl
+import tempfile
 from collections.abc import Sequence
 
-from wslb.config.certs import load_pair
+from wslb.config.certs import CertificatePair, load_pair
 from wslb.config.model import CertificateSpec, UpstreamTLSSpec
 
 # Mozilla intermediate configuration, TLS 1.2 suites (TLS 1.3 suites are fixed by OpenSSL).
@@ -40,6 +42,18 @@ def _base_server_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContex
     return ctx
 
 
+def _load_chain(ctx: ssl.SSLContext, pair: CertificatePair) -> None:
+    """The ssl module loads chains from files only: write them to a private temporary
+    directory, load, and remove them."""
+    with tempfile.TemporaryDirectory(prefix="wslb-tls-") as tmp:
+        chain, key = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
+        for path, data in ((chain, pair.chain_pem), (key, pair.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        ctx.load_cert_chain(chain, key)
+
+
 def server_context(
     certificates: Sequence[CertificateSpec],
     min_version: str = "1.2",
@@ -49,9 +63,9 @@ def server_context(
         raise ValueError("a TLS listener needs at least one certificate")
     contexts: list[tuple[tuple[str, ...], ssl.SSLContext]] = []
     for cert in certificates:
-        pair = load_pair(cert.certificate, cert.key)
+        pair = load_pair(cert)
         ctx = _base_server_context(min_version, alpn)
-        ctx.load_cert_chain(cert.certificate, cert.key)
+        _load_chain(ctx, pair)
         contexts.append((pair.names, ctx))
     default = contexts[0][1]
     if len(contexts) == 1:
