@@ -70,7 +70,11 @@ async def test_cors_preflight_and_responses(
         assert pre.headers["access-control-allow-methods"] == "GET, POST"
         assert pre.headers["access-control-allow-credentials"] == "true"
         assert pre.headers["access-control-max-age"] == "600"
-        assert "content-length" not in pre.headers and pre.content == b""
+        assert pre.headers["content-length"] == "0" and pre.content == b""
+        # an OPTIONS from another origin is not a preflight: the backend answers it
+        other = await client.options("/api", headers={"Origin": "https://evil.com"})
+        assert other.status_code == 200 and other.json()["method"] == "OPTIONS"
+        assert "access-control-allow-origin" not in other.headers
         r = await client.get("/api", headers={"Origin": "https://x.example.org"})
         assert r.status_code == 200 and r.headers["x-server"] in "abc"
         assert r.headers["access-control-allow-origin"] == "https://x.example.org"

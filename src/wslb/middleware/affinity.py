@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 from collections.abc import Sequence
 
@@ -28,20 +27,24 @@ from wslb.config.model import CookieSpec
 from wslb.proto.cookies import request_cookie, set_cookie_line, token_value
 from wslb.proto.http1 import RequestHead
 
-# User agents that reject or mishandle SameSite=None (Chromium's published list, which
-# ingress-nginx's session-cookie-conditional-samesite-none also follows).
-_SAMESITE_NONE_INCOMPATIBLE = [
-    re.compile(rb"\(iP.+; CPU .*OS 12[_\d]*.*\) AppleWebKit/"),
-    re.compile(rb"\(Macintosh;.*Mac OS X 10_14[_\d]*.*\) AppleWebKit/.*(Version/.* Safari/|\) *$)"),
-    re.compile(rb"Chrom(e|ium)/(5[1-9]|6[0-6])\."),
-    re.compile(rb"UCBrowser/(\d+\.){0,1}([0-9]|1[0-1])\.\d+"),
-]
-
 
 def samesite_none_compatible(user_agent: bytes | None) -> bool:
+    """False for the user agents ingress-nginx's ``same_site_none_compatible`` lists (after
+    Chromium's "SameSite=None: known incompatible clients"): Chrome 4x-6x, iOS 12, and Safari
+    on macOS 10.14."""
     if not user_agent:
         return True
-    return not any(p.search(user_agent) for p in _SAMESITE_NONE_INCOMPATIBLE)
+    ua = user_agent
+    if b"Chrome/4" in ua or b"Chrome/5" in ua or b"Chrome/6" in ua:
+        return False
+    if b"CPU iPhone OS 12" in ua or b"iPad; CPU OS 12" in ua:
+        return False
+    return not (
+        b"Macintosh" in ua
+        and b"Intel Mac OS X 10_14" in ua
+        and b"Safari" in ua
+        and b"Chrome" not in ua
+    )
 
 
 class CookieAffinity:

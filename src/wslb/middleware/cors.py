@@ -3,8 +3,10 @@
 An origin is allowed when the list holds ``*``, the origin itself, or a pattern whose one
 leading ``*.`` label matches exactly one label (``https://*.example.com`` allows
 ``https://app.example.com``, not ``https://example.com`` nor ``https://a.b.example.com``).
-Preflights (``OPTIONS``) are answered with 204 and the allow headers; other responses get
-``Access-Control-Allow-Origin`` (and credentials and exposed headers) added.
+As in ingress-nginx: the request's own ``Origin`` is echoed (``*`` when the list allows any);
+a preflight (``OPTIONS`` from an allowed origin) is answered with 204, ``Content-Length: 0``, and
+never reaches the backend; other responses to an allowed origin get the same headers; a request
+from any other origin (an ``OPTIONS`` included) passes through untouched.
 """
 
 from __future__ import annotations
@@ -55,16 +57,13 @@ class Cors:
         return None
 
     def response_lines(self, origin: bytes | None) -> list[bytes]:
+        """Headers for any response to an allowed origin (none otherwise)."""
         allowed = self.allow_origin(origin)
         if allowed is None:
             return []
-        lines = [b"Access-Control-Allow-Origin: " + allowed + b"\r\n", *self._common, *self._expose]
+        lines = [b"Access-Control-Allow-Origin: " + allowed + b"\r\n", *self._common]
+        lines += self._preflight
+        lines += self._expose
         if allowed != b"*":
             lines.append(b"Vary: Origin\r\n")
         return lines
-
-    def preflight_lines(self, origin: bytes | None) -> list[bytes]:
-        lines = self.response_lines(origin)
-        if not lines:
-            return []
-        return lines + self._preflight

@@ -136,6 +136,7 @@ class Exchange:
     upstream_paused_since = 0.0
     set_cookie: str | None = None  # affinity cookie value to send with the response
     conn_key: str | None = None  # client address holding a connection-limit slot
+    preflight = False  # answered as a CORS preflight
     sent_at = 0.0
 
     def __init__(self, down: DownstreamHTTP, head: RequestHead | None) -> None:
@@ -165,15 +166,20 @@ class Exchange:
             self.local_reply(NotFound(f"no route for {head.host}{head.path}"))
             return
         self.route = route
+        if route.cors is not None and head.method == b"OPTIONS":
+            # Preflights are answered first, as nginx's rewrite phase does for ingress-nginx.
+            lines = route.cors.response_lines(head.header(b"origin"))
+            if lines:
+                self.preflight = True
+                lines.append(b"Content-Type: text/plain charset=UTF-8\r\n")
+                lines.append(b"Content-Length: 0\r\n")
+                self.local_response(204, lines)
+                return
         if route.access is not None and not route.access.permits(down.client_addr[0]):
             self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this route"))
             return
         if route.redirect is not None and not listener.tls:
             self.redirect(route.redirect.code, route.redirect.port)
-            return
-        if route.cors is not None and head.method == b"OPTIONS":
-            lines = route.cors.preflight_lines(head.header(b"origin"))
-            self.local_response(204, lines)
             return
         if (route.rps is not None or route.rpm is not None or route.conn_limit is not None) and (
             not self._within_limits(route)
@@ -723,7 +729,7 @@ class Exchange:
         """The route's response middlewares: CORS, affinity cookie, header rules."""
         route = self.route
         assert route is not None
-        if route.cors is not None and self.head.method != b"OPTIONS":
+        if route.cors is not None and not self.preflight:
             lines += route.cors.response_lines(self.head.header(b"origin"))
         if self.set_cookie is not None and route.affinity is not None:
             lines.append(
