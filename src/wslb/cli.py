@@ -1,4 +1,7 @@
-"""Command line: ``wslb serve | check``. The only place that configures logging.
+"""Command line: ``wslb serve | check | render``. The only place that configures logging.
+
+A configuration comes from wslb's own YAML (``-c FILE``) or from Kubernetes manifests
+(``-f PATH``, repeatable: files or directories of YAML/JSON, multi-document).
 
 Exit codes: 0 success, 1 configuration refused, 2 usage error.
 """
@@ -10,9 +13,64 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import yaml
+
 from wslb.config.file import read_config
 from wslb.config.model import Config
 from wslb.errors import ConfigError, ConfigIssue
+
+
+def _endpoints(value: str) -> tuple[str, list[str]]:
+    ref, sep, addrs = value.partition("=")
+    if not sep or "/" not in ref or not addrs:
+        raise argparse.ArgumentTypeError("expected NS/SVC=HOST:PORT[,HOST:PORT...]")
+    from wslb.config.model import split_host_port
+
+    out = []
+    for a in addrs.split(","):
+        try:
+            split_host_port(a)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        out.append(a.strip())
+    return ref, out
+
+
+def _port_map(value: str) -> dict[int, int]:
+    out = {}
+    for item in value.split(","):
+        a, sep, b = item.partition("=")
+        if not sep or not a.strip().isdigit() or not b.strip().isdigit():
+            raise argparse.ArgumentTypeError("expected PORT=PORT[,PORT=PORT...], e.g. 80=18080")
+        out[int(a)] = int(b)
+    return out
+
+
+def _add_source(p: argparse.ArgumentParser, kubernetes_only: bool = False) -> None:
+    if not kubernetes_only:
+        p.add_argument("-c", "--config", help="wslb YAML config file")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Kubernetes manifests: a file or directory (repeatable)",
+    )
+    p.add_argument(
+        "--endpoints",
+        action="append",
+        type=_endpoints,
+        default=[],
+        metavar="NS/SVC=HOST:PORT[,HOST:PORT...]",
+        help="endpoints of a Service the files do not list (repeatable)",
+    )
+    p.add_argument("--port-map", type=_port_map, default={}, metavar="80=18080,443=18443")
+    p.add_argument("--certificates", metavar="DIR", help="<certificate-id>.crt/.key files")
+    p.add_argument("--ingress-class", help="serve only Ingresses of this class")
+    p.add_argument("--dns-suffix", default="svc.cluster.local")
+    p.add_argument("--bind-address", default="0.0.0.0", help="address of the manifests' ports")
+    p.add_argument("--secret", help="affinity cookie key shared by replicas (or WSLB_SECRET)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the load balancer")
-    serve.add_argument("-c", "--config", required=True, help="wslb YAML config file")
+    _add_source(serve)
     serve.add_argument("--workers", type=int, default=None, help="worker processes (SO_REUSEPORT)")
     serve.add_argument(
         "--ready-file", default=None, help="write the bound addresses here (JSON) once serving"
@@ -28,7 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     check = sub.add_parser("check", help="validate a configuration and print every problem")
-    check.add_argument("-c", "--config", required=True, help="wslb YAML config file")
+    _add_source(check)
+
+    render = sub.add_parser("render", help="print the wslb YAML config that manifests mean")
+    _add_source(render, kubernetes_only=True)
     return p
 
 
@@ -40,12 +101,35 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _load(path: str) -> tuple[Config | None, list[ConfigIssue]]:
+def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
+    import os
+
+    if getattr(args, "config", None) and args.filename:
+        raise SystemExit("give -c FILE or -f PATH, not both")
     try:
-        config, warnings = read_config(path)
+        if getattr(args, "config", None):
+            return read_config(args.config)
+        if not args.filename:
+            raise SystemExit("give -c FILE (wslb YAML) or -f PATH (Kubernetes manifests)")
+        from wslb.config.kubernetes.objects import load_objects
+        from wslb.config.kubernetes.translate import ManifestOptions, translate
+
+        objects, issues = load_objects(args.filename)
+        if any(i.severity == "error" for i in issues):
+            raise ConfigError(issues)
+        options = ManifestOptions(
+            endpoints=dict(args.endpoints),
+            port_map=args.port_map,
+            certificates_dir=args.certificates,
+            ingress_class=args.ingress_class,
+            dns_suffix=args.dns_suffix,
+            bind_address=args.bind_address,
+            secret=args.secret or os.environ.get("WSLB_SECRET"),
+        )
+        config, more = translate(objects, options)
+        return config, issues + more
     except ConfigError as exc:
         return None, exc.issues
-    return config, warnings
 
 
 def _print_issues(issues: list[ConfigIssue]) -> None:
@@ -53,21 +137,46 @@ def _print_issues(issues: list[ConfigIssue]) -> None:
         print(issue, file=sys.stderr)
 
 
+def _summary(where: str, issues: list[ConfigIssue]) -> str:
+    errors = sum(1 for i in issues if i.severity == "error")
+    warnings = sum(1 for i in issues if i.severity == "warning")
+    return f"{where}: {errors} error(s), {warnings} warning(s)"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (PEM certificates) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render_yaml(config: Config) -> str:
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "check":
-        config, issues = _load(args.config)
+    where = getattr(args, "config", None) or ", ".join(args.filename)
+    if args.command in ("check", "render"):
+        config, issues = _load(args)
         _print_issues(issues)
-        errors = sum(1 for i in issues if i.severity == "error")
-        warnings = len(issues) - errors
         if config is None:
-            print(f"{args.config}: {errors} error(s), {warnings} warning(s)", file=sys.stderr)
+            print(_summary(where, issues), file=sys.stderr)
             return 1
-        print(f"{args.config}: OK ({warnings} warning(s))")
+        if args.command == "render":
+            sys.stdout.write(render_yaml(config))
+        else:
+            print(f"{where}: OK ({_summary(where, issues).split(': ', 1)[1]})")
         return 0
 
     _setup_logging(args.log_level)
-    config, issues = _load(args.config)
+    config, issues = _load(args)
     _print_issues(issues)
     if config is None:
         return 1

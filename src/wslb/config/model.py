@@ -239,6 +239,13 @@ class KeepaliveSpec(Spec):
     max_requests: int = Field(default=1000, ge=1)
 
 
+class DiscoverySpec(Spec):
+    """Endpoints given by host name are resolved every ``interval``; each address is an
+    endpoint (a headless Service's name gives one address per pod)."""
+
+    interval: Duration = 10.0
+
+
 class BackendSpec(Spec):
     name: str = Field(min_length=1)
     protocol: Literal["http", "https", "tcp"] = "http"
@@ -251,6 +258,7 @@ class BackendSpec(Spec):
     tls: UpstreamTLSSpec = UpstreamTLSSpec()
     proxy_protocol: Literal["v1", "v2"] | None = None
     retry_after: int = Field(default=5, ge=0, description="Retry-After seconds on 503")
+    discovery: DiscoverySpec | None = None
 
 
 # --------------------------------------------------------------------------- middlewares
@@ -347,6 +355,7 @@ class LimitsSpec(Spec):
     rpm: int | None = Field(default=None, ge=1)
     burst_multiplier: int = Field(default=5, ge=1)
     status: int = Field(default=503, ge=400, le=599)
+    exempt: Cidrs = ()  # client ranges the limits do not apply to
 
 
 # --------------------------------------------------------------------------- routes, listeners

@@ -203,6 +203,8 @@ class Exchange:
 
     def _within_limits(self, route: RouteState) -> bool:
         ip = self.down.client_addr[0]
+        if route.limit_exempt is not None and route.limit_exempt.permits(ip):
+            return True
         now = self.down.loop.time()
         for buckets in (route.rps, route.rpm):
             if buckets is not None and not buckets.take(ip, now):

@@ -125,6 +125,7 @@ class RouteState:
         "conn_limit",
         "cors",
         "hash_by",
+        "limit_exempt",
         "limit_status",
         "max_body_size",
         "redirect",
@@ -166,8 +167,11 @@ class RouteState:
         self.rps = self.rpm = None
         self.conn_limit = None
         self.limit_status = 503
+        self.limit_exempt: AccessList | None = None
         if limits is not None:
             self.limit_status = limits.status
+            if limits.exempt:
+                self.limit_exempt = AccessList(limits.exempt, ())
             if limits.rps:
                 self.rps = TokenBuckets(limits.rps, limits.rps * limits.burst_multiplier)
             if limits.rpm:

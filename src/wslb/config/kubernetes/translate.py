@@ -1,0 +1,817 @@
+"""Kubernetes manifests -> wslb :class:`~wslb.config.model.Config`.
+
+wslb takes the place of both a DigitalOcean load balancer and ingress-nginx:
+
+* a ``type: LoadBalancer`` Service with ``do-loadbalancer-*`` annotations gives wslb's
+  listeners (one per Service port, HTTP or TLS as the annotations say); with no such Service,
+  wslb listens as ingress-nginx does, HTTP on 80 and HTTPS on 443;
+* Ingress rules give the routes of every HTTP(S) listener, their annotations the middlewares;
+* the Services they name are backends whose endpoints come from EndpointSlices / Endpoints in
+  the files, else ``--endpoints``, else DNS (``SVC.NS.svc.cluster.local``, re-resolved);
+* TLS Secrets give certificates, picked by SNI.
+
+Every problem is reported with the file and line of the key it is about.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from wslb.config.certs import CertificateProblem, load_pair, self_signed
+from wslb.config.kubernetes import annotations as ann
+from wslb.config.kubernetes.annotations import DO, NGINX, WSLB, AnnotationError
+from wslb.config.kubernetes.objects import KObject
+from wslb.config.kubernetes.snippet import SnippetError, parse_snippet
+from wslb.config.model import (
+    BackendSpec,
+    CertificateSpec,
+    Config,
+    CookieSpec,
+    CorsSpec,
+    DiscoverySpec,
+    HeadersSpec,
+    HealthSpec,
+    KeepaliveSpec,
+    LimitsSpec,
+    ListenerSpec,
+    ListenerTLSSpec,
+    RedirectSpec,
+    RouteSpec,
+    ServerSpec,
+    TimeoutsOverride,
+)
+from wslb.errors import ConfigError, ConfigIssue
+
+SOCKET_IO_MIN = 45  # Socket.IO pingInterval 25 s + pingTimeout 20 s
+
+
+@dataclass
+class ManifestOptions:
+    endpoints: dict[str, list[str]] = field(default_factory=dict)  # "ns/svc" -> ["h:p", ...]
+    port_map: dict[int, int] = field(default_factory=dict)
+    certificates_dir: str | None = None
+    ingress_class: str | None = None
+    dns_suffix: str = "svc.cluster.local"
+    bind_address: str = "0.0.0.0"
+    secret: str | None = None
+
+
+@dataclass
+class _Backend:
+    ref: str  # ns/svc
+    port: int | str  # as the Ingress names it
+    source: KObject
+    path: tuple[str | int, ...]
+    protocol: str = "http"
+    balance: str = "round_robin"
+
+
+class Translator:
+    def __init__(self, objects: list[KObject], options: ManifestOptions) -> None:
+        self.objects = objects
+        self.opt = options
+        self.issues: list[ConfigIssue] = []
+        self.by_kind: dict[str, list[KObject]] = {}
+        for o in objects:
+            self.by_kind.setdefault(o.kind, []).append(o)
+        self.services = {o.ref: o for o in self.by_kind.get("Service", [])}
+        self.secrets = {o.ref: o for o in self.by_kind.get("Secret", [])}
+        self.backends: dict[str, _Backend] = {}
+        self.routes: list[RouteSpec] = []
+        self.sni: list[CertificateSpec] = []
+        self.tls_hosts: set[str] = set()
+        self.ingress_hosts: list[str] = []
+
+    # ------------------------------------------------------------------ helpers
+    def error(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
+        self.issues.append(obj.issue(path, msg))
+
+    def warn(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
+        self.issues.append(obj.issue(path, msg, "warning"))
+
+    def annotation(self, obj: KObject, name: str) -> Any:
+        """Parsed value of an annotation (None when absent or malformed, reported)."""
+        try:
+            return ann.value(obj.annotations, name)
+        except AnnotationError as exc:
+            self.error(obj, ("metadata", "annotations", name), f"{name.rsplit('/', 1)[-1]}: {exc}")
+            return None
+
+    def check_annotations(self, obj: KObject, prefixes: tuple[str, ...]) -> None:
+        for key in obj.annotations:
+            if not key.startswith(prefixes):
+                continue
+            row = ann.BY_NAME.get(key)
+            path = ("metadata", "annotations", key)
+            if row is None:
+                if key.startswith(WSLB):
+                    continue
+                self.error(
+                    obj, path, f"wslb cannot honour this annotation ({key}); see docs/kubernetes.md"
+                )
+            elif row.status == "unsupported":
+                self.error(obj, path, f"{row.short}: not supported: {row.meaning}")
+            elif row.status == "accepted":
+                self.warn(obj, path, f"{row.short}: {row.meaning}")
+                self.annotation(obj, key)
+
+    # ------------------------------------------------------------------ entry point
+    def translate(self) -> Config | None:
+        ingresses = [i for i in self.by_kind.get("Ingress", []) if self._class_ok(i)]
+        for ing in ingresses:
+            self._ingress(ing)
+        listeners = self._listeners(bool(ingresses))
+        backends = [self._backend_spec(name, b) for name, b in sorted(self.backends.items())]
+        self._warn_socketio()
+        if any(i.severity == "error" for i in self.issues):
+            return None
+        try:
+            return Config(
+                server=ServerSpec(secret=self.opt.secret),
+                listeners=tuple(listeners),
+                backends=tuple(b for b in backends if b is not None),
+                routes=tuple(self.routes),
+            )
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.issues.append(
+                    ConfigIssue("(translated)", None, ".".join(map(str, err["loc"])), err["msg"])
+                )
+            return None
+
+    # ------------------------------------------------------------------ Ingress
+    def _class_ok(self, ing: KObject) -> bool:
+        cls = ing.get("spec", "ingressClassName") or ing.annotations.get(
+            "kubernetes.io/ingress.class"
+        )
+        want = self.opt.ingress_class
+        if want is None:
+            return True
+        if cls == want:
+            return True
+        self.issues.append(
+            ing.issue(
+                ("metadata",), f"skipped: ingress class {cls or '(none)'} is not {want}", "info"
+            )
+        )
+        return False
+
+    def _ingress(self, ing: KObject) -> None:
+        v = ing.api_version
+        if v in ("extensions/v1beta1", "networking.k8s.io/v1beta1"):
+            self.warn(
+                ing,
+                ("apiVersion",),
+                f"{v} Ingress is deprecated (removed in Kubernetes 1.22); use networking.k8s.io/v1",
+            )
+        elif v != "networking.k8s.io/v1":
+            self.error(ing, ("apiVersion",), f"unknown Ingress apiVersion {v!r}")
+            return
+        self.check_annotations(ing, (NGINX,))
+        spec = ing.get("spec")
+        if not isinstance(spec, dict):
+            self.error(ing, ("spec",), "an Ingress needs a spec")
+            return
+        tls_hosts = self._ingress_tls(ing)
+        base = self._route_options(ing)
+        default = spec.get("defaultBackend") or spec.get("backend")
+        if isinstance(default, dict):
+            key = "defaultBackend" if "defaultBackend" in spec else "backend"
+            name = self._backend_ref(ing, default, ("spec", key))
+            if name:
+                self.routes.append(self._route(ing, base, None, "/", "prefix", name, tls_hosts))
+        for i, rule in enumerate(spec.get("rules") or []):
+            if not isinstance(rule, dict):
+                continue
+            host = rule.get("host")
+            if host is not None:
+                self.ingress_hosts.append(str(host))
+            http = rule.get("http") or {}
+            for j, p in enumerate(http.get("paths") or []):
+                path = ("spec", "rules", i, "http", "paths", j)
+                ptype = p.get("pathType", "ImplementationSpecific")
+                if ptype not in ("Exact", "Prefix", "ImplementationSpecific"):
+                    self.error(ing, (*path, "pathType"), f"unknown pathType {ptype!r}")
+                    continue
+                name = self._backend_ref(ing, p.get("backend") or {}, (*path, "backend"))
+                if not name:
+                    continue
+                kind = "exact" if ptype == "Exact" else "prefix"
+                route = self._route(ing, base, host, p.get("path") or "/", kind, name, tls_hosts)
+                self.routes.append(route)
+
+    def _ingress_tls(self, ing: KObject) -> set[str]:
+        hosts: set[str] = set()
+        for i, entry in enumerate(ing.get("spec", "tls") or []):
+            if not isinstance(entry, dict):
+                continue
+            entry_hosts = [str(h).lower() for h in entry.get("hosts") or []]
+            hosts.update(entry_hosts)
+            secret = entry.get("secretName")
+            path = ("spec", "tls", i)
+            if not secret:
+                self.warn(
+                    ing, path, "tls entry without secretName: the default certificate serves it"
+                )
+                continue
+            obj = self.secrets.get(f"{ing.namespace}/{secret}")
+            if obj is None:
+                self.warn(
+                    ing,
+                    (*path, "secretName"),
+                    f"Secret {ing.namespace}/{secret} is not in the files: a self-signed "
+                    f"certificate serves {', '.join(entry_hosts) or 'these hosts'} until it is",
+                )
+                pem, key = self_signed(entry_hosts or ["localhost"])
+                self.sni.append(
+                    CertificateSpec(
+                        certificate_pem=pem, key_pem=key, name=f"self-signed for {secret}"
+                    )
+                )
+                continue
+            cert = self._secret_cert(obj)
+            if cert is not None:
+                self.sni.append(cert)
+        self.tls_hosts |= hosts
+        return hosts
+
+    def _secret_cert(self, obj: KObject) -> CertificateSpec | None:
+        if obj.body.get("type") not in ("kubernetes.io/tls", None):
+            self.error(
+                obj, ("type",), f"Secret {obj.ref} is {obj.body.get('type')}, not kubernetes.io/tls"
+            )
+            return None
+        data = obj.get("data") or {}
+        string_data = obj.get("stringData") or {}
+        pems: dict[str, str] = {}
+        for key in ("tls.crt", "tls.key"):
+            if key in string_data:
+                pems[key] = str(string_data[key])
+            elif key in data:
+                try:
+                    pems[key] = base64.b64decode(str(data[key]), validate=True).decode()
+                except (binascii.Error, UnicodeDecodeError):
+                    self.error(obj, ("data", key), "not base64 of a PEM text")
+                    return None
+            else:
+                self.error(obj, ("data",), f"Secret {obj.ref} has no {key}")
+                return None
+        spec = CertificateSpec(
+            certificate_pem=pems["tls.crt"], key_pem=pems["tls.key"], name=f"Secret {obj.ref}"
+        )
+        try:
+            load_pair(spec)
+        except CertificateProblem as exc:
+            self.error(obj, ("data",), str(exc))
+            return None
+        return spec
+
+    def _backend_ref(
+        self, ing: KObject, backend: dict[str, Any], path: tuple[str | int, ...]
+    ) -> str | None:
+        svc = backend.get("service")
+        if isinstance(svc, dict):  # networking.k8s.io/v1
+            name = svc.get("name")
+            port_obj = svc.get("port") or {}
+            port = port_obj.get("number") if "number" in port_obj else port_obj.get("name")
+        else:
+            name = backend.get("serviceName")
+            port = backend.get("servicePort")
+        if backend.get("resource"):
+            self.error(ing, (*path, "resource"), "resource backends are not supported")
+            return None
+        if not name or port is None:
+            self.error(ing, path, "a backend needs a service name and port")
+            return None
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        ref = f"{ing.namespace}/{name}"
+        key = f"{ref}:{port}"
+        backend_state = self.backends.get(key)
+        protocol = self.annotation(ing, NGINX + "backend-protocol") or "HTTP"
+        if protocol not in ("HTTP", "HTTPS", "AUTO_HTTP"):
+            self.error(
+                ing,
+                ("metadata", "annotations", NGINX + "backend-protocol"),
+                f"backend-protocol {protocol}: wslb speaks HTTP and HTTPS to backends",
+            )
+            protocol = "HTTP"
+        balance = self.annotation(ing, NGINX + "load-balance") or "round_robin"
+        proto = "https" if protocol == "HTTPS" else "http"
+        if backend_state is None:
+            self.backends[key] = _Backend(ref, port, ing, path, proto, balance)
+        elif (backend_state.protocol, backend_state.balance) != (proto, balance):
+            self.warn(
+                ing,
+                path,
+                f"{key} is used by several Ingresses with different backend-protocol or "
+                f"load-balance; the first ({backend_state.source.ref}) wins",
+            )
+        return key
+
+    def _route_options(self, ing: KObject) -> dict[str, Any]:
+        """Route fields from the Ingress annotations (shared by all its paths)."""
+
+        def a(name: str) -> Any:
+            return self.annotation(ing, NGINX + name)
+
+        opts: dict[str, Any] = {}
+        # timeouts: read/send also govern tunnels, as in nginx
+        connect, read, send = (
+            a("proxy-connect-timeout"),
+            a("proxy-read-timeout"),
+            a("proxy-send-timeout"),
+        )
+        if connect or read or send:
+            tunnel = max(x for x in (read, send) if x) if (read or send) else None
+            opts["timeouts"] = TimeoutsOverride(
+                connect=connect, read=read, send=send, tunnel=tunnel
+            )
+        size = a("proxy-body-size")
+        if size is not None:
+            opts["max_body_size"] = size
+        if a("affinity") == "cookie":
+            secure = a("session-cookie-secure")
+            opts["affinity"] = dict(
+                name=a("session-cookie-name") or "INGRESSCOOKIE",
+                mode=a("affinity-mode") or "balanced",
+                expires=a("session-cookie-expires"),
+                max_age=a("session-cookie-max-age"),
+                path=a("session-cookie-path"),
+                domain=a("session-cookie-domain"),
+                samesite=a("session-cookie-samesite"),
+                conditional_samesite_none=bool(a("session-cookie-conditional-samesite-none")),
+                secure=True if secure else None,
+                change_on_failure=bool(a("session-cookie-change-on-failure")),
+            )
+        hash_by = a("upstream-hash-by")
+        if hash_by:
+            from wslb.middleware.templates import Template
+
+            try:
+                Template(hash_by)
+                opts["hash_by"] = hash_by
+            except ValueError as exc:
+                self.error(ing, ("metadata", "annotations", NGINX + "upstream-hash-by"), str(exc))
+        if a("enable-cors"):
+            cors: dict[str, Any] = {}
+            origins = a("cors-allow-origin")
+            if origins:
+                cors["allow_origins"] = ("*",) if "*" in origins else tuple(origins)
+            for name, key in (
+                ("cors-allow-methods", "allow_methods"),
+                ("cors-allow-headers", "allow_headers"),
+                ("cors-expose-headers", "expose_headers"),
+            ):
+                val = a(name)
+                if val:
+                    cors[key] = val
+            creds = a("cors-allow-credentials")
+            if creds is not None:
+                cors["allow_credentials"] = creds
+            age = a("cors-max-age")
+            if age is not None:
+                cors["max_age"] = age
+            try:
+                opts["cors"] = CorsSpec(**cors)
+            except ValidationError as exc:
+                self.error(
+                    ing,
+                    ("metadata", "annotations", NGINX + "cors-allow-origin"),
+                    str(exc.errors()[0]["msg"]),
+                )
+            if (
+                opts.get("cors")
+                and opts["cors"].allow_credentials
+                and "*" in opts["cors"].allow_origins
+            ):
+                self.warn(
+                    ing,
+                    ("metadata", "annotations", NGINX + "enable-cors"),
+                    "CORS allows any origin (*) with credentials: browsers refuse that pair, and "
+                    "echoing origins instead would let any site make credentialed requests; "
+                    "list the origins in cors-allow-origin",
+                )
+        allow = a("whitelist-source-range") or a("allowlist-source-range")
+        deny = a("denylist-source-range")
+        if allow:
+            opts["allow"] = tuple(allow)
+        if deny:
+            opts["deny"] = tuple(deny)
+        conn, rps, rpm = a("limit-connections"), a("limit-rps"), a("limit-rpm")
+        if conn or rps or rpm:
+            opts["limits"] = LimitsSpec(
+                connections=conn, rps=rps, rpm=rpm, exempt=tuple(a("limit-whitelist") or ())
+            )
+        redirect_code = int(a("http-redirect-code") or 308)
+        opts["_ssl_redirect"] = a("ssl-redirect") is not False
+        opts["_force_ssl_redirect"] = bool(a("force-ssl-redirect"))
+        opts["_redirect"] = RedirectSpec(code=redirect_code)  # type: ignore[arg-type]
+        snippet = ing.annotations.get(NGINX + "configuration-snippet")
+        if snippet:
+            try:
+                headers = parse_snippet(snippet)
+                opts["headers"] = headers
+            except SnippetError as exc:
+                self.error(
+                    ing, ("metadata", "annotations", NGINX + "configuration-snippet"), str(exc)
+                )
+            else:
+                self._warn_echoed_origin(ing, headers, opts.get("cors"))
+        return opts
+
+    def _warn_echoed_origin(
+        self, ing: KObject, headers: HeadersSpec, cors: CorsSpec | None
+    ) -> None:
+        echoes = any(
+            r.name.lower() == "access-control-allow-origin" and "$http_origin" in r.value.lower()
+            for r in (*headers.response_set, *headers.response_add)
+        )
+        if echoes and (cors is None or cors.allow_credentials):
+            self.warn(
+                ing,
+                ("metadata", "annotations", NGINX + "configuration-snippet"),
+                "Access-Control-Allow-Origin echoes $http_origin with credentials allowed: any "
+                "web site a user visits can make credentialed requests to this API with the "
+                "user's cookies and read the answers (cross-site request forgery with read "
+                "access); list trusted origins in cors-allow-origin instead",
+            )
+
+    def _route(
+        self,
+        ing: KObject,
+        base: dict[str, Any],
+        host: str | None,
+        path: str,
+        path_type: str,
+        backend: str,
+        tls_hosts: set[str],
+    ) -> RouteSpec:
+        opts = {k: v for k, v in base.items() if not k.startswith("_")}
+        if "affinity" in opts:
+            aff = dict(opts["affinity"])
+            aff["path"] = aff["path"] or (path if path_type == "prefix" else "/")
+            opts["affinity"] = CookieSpec(**{k: v for k, v in aff.items() if v is not None})
+        host_l = host.lower() if host else None
+        if base["_force_ssl_redirect"] or (base["_ssl_redirect"] and host_l in tls_hosts):
+            opts["redirect_https"] = base["_redirect"]
+        return RouteSpec(host=host_l, path=path, path_type=path_type, backend=backend, **opts)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ backends
+    def _backend_spec(self, name: str, b: _Backend) -> BackendSpec | None:
+        endpoints, discovery = self._endpoints(b)
+        if endpoints is None:
+            return None
+        lb = self._lb_service()
+        keepalive = True  # ingress-nginx keeps upstream connections alive by default
+        health = HealthSpec()
+        proxy_protocol = None
+        if lb is not None:
+            ka = self.annotation(lb, DO + "enable-backend-keepalive")
+            if ka is not None:
+                keepalive = ka
+            if DO + "override-health-check" in lb.annotations:
+                health = self._do_health(lb)
+            if self.annotation(lb, DO + "enable-proxy-protocol"):
+                proxy_protocol = "v1"
+        return BackendSpec(
+            name=name,
+            protocol=b.protocol,  # type: ignore[arg-type]
+            endpoints=tuple(endpoints),  # type: ignore[arg-type]
+            balance=b.balance,  # type: ignore[arg-type]
+            keepalive=KeepaliveSpec(enabled=keepalive, max_idle=320 if keepalive else 32),
+            health=health,
+            proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
+            discovery=discovery,
+        )
+
+    def _do_health(self, lb: KObject) -> HealthSpec:
+        def a(n: str) -> Any:
+            return self.annotation(lb, DO + n)
+
+        path = a("healthcheck-path")
+        protocol = a("healthcheck-protocol") or ("http" if path else "tcp")
+        fields: dict[str, Any] = {"type": protocol}
+        if path:
+            fields["path"] = path
+        for key, name in (
+            ("interval", "healthcheck-check-interval-seconds"),
+            ("timeout", "healthcheck-response-timeout-seconds"),
+            ("unhealthy_threshold", "healthcheck-unhealthy-threshold"),
+            ("healthy_threshold", "healthcheck-healthy-threshold"),
+        ):
+            val = a(name)
+            if val is not None:
+                fields[key] = val
+        fields.setdefault("healthy_threshold", 5)
+        if a("healthcheck-port") is not None:
+            self.warn(
+                lb,
+                ("metadata", "annotations", DO + "healthcheck-port"),
+                "wslb checks every pod on the port it sends traffic to",
+            )
+        return HealthSpec(**fields)
+
+    def _endpoints(self, b: _Backend) -> tuple[list[str] | None, DiscoverySpec | None]:
+        ns, svc_name = b.ref.split("/", 1)
+        svc = self.services.get(b.ref)
+        port_name, target = self._service_port(b, svc)
+        found = self._slice_endpoints(b.ref, port_name, target)
+        if found:
+            return found, None
+        explicit = self.opt.endpoints.get(b.ref)
+        if explicit:
+            return explicit, None
+        if isinstance(target, str) or target is None:
+            self.error(
+                b.source,
+                b.path,
+                f"{b.ref} port {b.port!r}: the target port is named {target!r}; give --endpoints "
+                f"{b.ref}=HOST:PORT or the Service and its EndpointSlices",
+            )
+            return None, None
+        host = f"{svc_name}.{ns}.{self.opt.dns_suffix}"
+        self.issues.append(
+            b.source.issue(
+                b.path,
+                f"{b.ref}: no EndpointSlices and no --endpoints; endpoints come from DNS "
+                f"{host}:{target}, re-resolved every 10s",
+                "info",
+            )
+        )
+        return [f"{host}:{target}"], DiscoverySpec()
+
+    def _service_port(
+        self, b: _Backend, svc: KObject | None
+    ) -> tuple[str | None, int | str | None]:
+        """(port name, target port) of the Service port the Ingress names."""
+        if svc is None:
+            return (b.port if isinstance(b.port, str) else None), (
+                b.port if isinstance(b.port, int) else None
+            )
+        for p in svc.get("spec", "ports") or []:
+            if not isinstance(p, dict):
+                continue
+            if p.get("port") == b.port or (p.get("name") is not None and p.get("name") == b.port):
+                target = p.get("targetPort", p.get("port"))
+                if isinstance(target, str) and target.isdigit():
+                    target = int(target)
+                return p.get("name"), target
+        self.error(b.source, b.path, f"Service {b.ref} has no port {b.port!r}")
+        return None, None
+
+    def _slice_endpoints(
+        self, ref: str, port_name: str | None, target: int | str | None
+    ) -> list[str]:
+        ns, name = ref.split("/", 1)
+        out: list[str] = []
+        for s in self.by_kind.get("EndpointSlice", []):
+            labels = s.get("metadata", "labels") or {}
+            if s.namespace != ns or labels.get("kubernetes.io/service-name") != name:
+                continue
+            port = self._pick_port(s.get("ports") or [], port_name, target)
+            if port is None:
+                continue
+            for e in s.get("endpoints") or []:
+                cond = e.get("conditions") or {}
+                if cond.get("ready") is False:
+                    continue
+                out += [_hostport(a, port) for a in e.get("addresses") or []]
+        ep_obj = next((o for o in self.by_kind.get("Endpoints", []) if o.ref == ref), None)
+        if ep_obj is not None:
+            for sub in ep_obj.get("subsets") or []:
+                port = self._pick_port(sub.get("ports") or [], port_name, target)
+                if port is None:
+                    continue
+                out += [
+                    _hostport(a.get("ip"), port) for a in sub.get("addresses") or [] if a.get("ip")
+                ]
+        return sorted(set(out))
+
+    @staticmethod
+    def _pick_port(ports: list[Any], port_name: str | None, target: int | str | None) -> int | None:
+        for p in ports:
+            if port_name is not None and p.get("name") == port_name:
+                return int(p["port"])
+            if isinstance(target, str) and p.get("name") == target:
+                return int(p["port"])
+            if isinstance(target, int) and p.get("port") == target:
+                return target
+        if len(ports) == 1 and ports[0].get("port"):
+            return int(ports[0]["port"])
+        return None
+
+    # ------------------------------------------------------------------ listeners
+    def _lb_service(self) -> KObject | None:
+        for svc in self.by_kind.get("Service", []):
+            if svc.get("spec", "type") == "LoadBalancer":
+                return svc
+        return None
+
+    def _listeners(self, ingress_front: bool) -> list[ListenerSpec]:
+        lb = self._lb_service()
+        if lb is None:
+            if not ingress_front:
+                self.issues.append(
+                    ConfigIssue(
+                        "(manifests)",
+                        None,
+                        "",
+                        "no Ingress and no LoadBalancer Service: nothing to serve",
+                    )
+                )
+                return []
+            return [
+                self._listener("http", 80, "http", None, {}),
+                self._listener("https", 443, "https", self._default_cert(), {}),
+            ]
+        self.check_annotations(lb, (DO,))
+
+        def a(n: str) -> Any:
+            return self.annotation(lb, DO + n)
+
+        protocol = a("protocol") or "tcp"
+        cert = self._do_certificate(lb)
+        passthrough = bool(a("tls-passthrough"))
+        tls_ports = set(a("tls-ports") or [])
+        http2_ports = set(a("http2-ports") or [])
+        http_ports = set(a("http-ports") or [])
+        if (cert is not None or passthrough) and not tls_ports and 443 not in http2_ports:
+            tls_ports.add(443)
+        common: dict[str, Any] = {}
+        idle = a("http-idle-timeout-seconds")
+        if idle is not None:
+            common["client"] = {"keepalive_timeout": idle}
+        allow, deny = a("allow-rules"), a("deny-rules")
+        ranges = lb.get("spec", "loadBalancerSourceRanges")
+        if ranges:
+            allow = [str(r) for r in ranges]
+        if allow:
+            common["allow"] = tuple(allow)
+        if deny:
+            common["deny"] = tuple(deny)
+        sticky = a("sticky-sessions-type") == "cookies"
+        if sticky:
+            self._do_sticky(lb)
+        listeners = []
+        for i, p in enumerate(lb.get("spec", "ports") or []):
+            port = p.get("port")
+            if not isinstance(port, int) or p.get("protocol", "TCP") != "TCP":
+                continue
+            name = f"{lb.name}-{p.get('name') or port}"
+            if (
+                port in http2_ports
+                or port in tls_ports
+                or (protocol in ("https", "http2", "http3") and port not in http_ports)
+            ):
+                if port in http2_ports or protocol in ("http2", "http3"):
+                    self.warn(
+                        lb,
+                        ("spec", "ports", i),
+                        f"port {port}: HTTP/2 is not served yet (issue 5); HTTP/1.1 over TLS",
+                    )
+                # passthrough: the ingress behind terminated TLS with the Ingress Secrets
+                certificate = self._default_cert() if passthrough else cert or self._default_cert()
+                listeners.append(self._listener(name, port, "https", certificate, common))
+            elif ingress_front or protocol in ("http",) or port in http_ports:
+                extra = dict(common)
+                if a("redirect-http-to-https"):
+                    extra["redirect_https"] = RedirectSpec(code=308)
+                listeners.append(self._listener(name, port, "http", None, extra))
+            else:
+                if sticky:
+                    self.warn(
+                        lb,
+                        ("metadata", "annotations", DO + "sticky-sessions-type"),
+                        f"sticky sessions cannot work on tcp port {port}: there is no HTTP to "
+                        "carry a cookie",
+                    )
+                listeners.append(self._tcp_listener(lb, name, port, p, common))
+        return listeners
+
+    def _do_sticky(self, lb: KObject) -> None:
+        name = self.annotation(lb, DO + "sticky-sessions-cookie-name")
+        ttl = self.annotation(lb, DO + "sticky-sessions-cookie-ttl")
+        if not name or not ttl:
+            self.error(
+                lb,
+                ("metadata", "annotations", DO + "sticky-sessions-type"),
+                "sticky-sessions-type cookies needs sticky-sessions-cookie-name and -cookie-ttl",
+            )
+            return
+        spec = CookieSpec(name=name, mode="persistent", max_age=ttl)
+        self.routes = [
+            r if r.affinity is not None else r.model_copy(update={"affinity": spec})
+            for r in self.routes
+        ]
+
+    def _tcp_listener(
+        self, lb: KObject, name: str, port: int, p: dict[str, Any], common: dict[str, Any]
+    ) -> ListenerSpec:
+        key = f"{lb.ref}:{port}"
+        self.backends[key] = _Backend(lb.ref, port, lb, ("spec", "ports"), "tcp")
+        fields = {k: v for k, v in common.items() if k in ("allow", "deny")}
+        return ListenerSpec(
+            name=name,
+            address=self.opt.bind_address,
+            port=self.opt.port_map.get(port, port),
+            protocol="tcp",
+            backend=key,
+            **fields,
+        )
+
+    def _listener(
+        self,
+        name: str,
+        port: int,
+        protocol: str,
+        cert: CertificateSpec | None,
+        extra: dict[str, Any],
+    ) -> ListenerSpec:
+        tls = None
+        if protocol == "https":
+            certs = [c for c in (cert, *self.sni) if c is not None]
+            tls = ListenerTLSSpec(certificates=tuple(certs))
+        return ListenerSpec(
+            name=name,
+            address=self.opt.bind_address,
+            port=self.opt.port_map.get(port, port),
+            protocol=protocol,  # type: ignore[arg-type]
+            tls=tls,
+            **extra,
+        )
+
+    def _do_certificate(self, lb: KObject) -> CertificateSpec | None:
+        cid = self.annotation(lb, DO + "certificate-id")
+        cname = self.annotation(lb, DO + "certificate-name")
+        ident = cid or cname
+        if not ident:
+            return None
+        key = DO + ("certificate-id" if cid else "certificate-name")
+        d = self.opt.certificates_dir
+        if d:
+            crt, pem_key = os.path.join(d, f"{ident}.crt"), os.path.join(d, f"{ident}.key")
+            if os.path.isfile(crt) and os.path.isfile(pem_key):
+                spec = CertificateSpec(certificate=crt, key=pem_key, name=f"certificate {ident}")
+                try:
+                    load_pair(spec)
+                except CertificateProblem as exc:
+                    self.error(lb, ("metadata", "annotations", key), str(exc))
+                    return None
+                return spec
+        self.warn(
+            lb,
+            ("metadata", "annotations", key),
+            f"certificate {ident} is not in --certificates ({d or 'not given'}): a self-signed "
+            f"certificate for {', '.join(self.ingress_hosts) or 'localhost'} serves instead",
+        )
+        pem, pkey = self_signed(sorted(set(self.ingress_hosts)) or ["localhost"])
+        return CertificateSpec(certificate_pem=pem, key_pem=pkey, name=f"self-signed for {ident}")
+
+    def _default_cert(self) -> CertificateSpec:
+        hosts = sorted(set(self.ingress_hosts)) or ["localhost"]
+        pem, key = self_signed(hosts)
+        return CertificateSpec(
+            certificate_pem=pem, key_pem=key, name="default self-signed certificate"
+        )
+
+    # ------------------------------------------------------------------ checks
+    def _warn_socketio(self) -> None:
+        for route in self.routes:
+            t = route.timeouts
+            short = [x for x in (t.read, t.send) if x is not None and x < SOCKET_IO_MIN]
+            looks = "socket.io" in route.path or route.path == "/"
+            if short and looks:
+                self.issues.append(
+                    ConfigIssue(
+                        "(manifests)",
+                        None,
+                        f"route {route.host or '*'}{route.path}",
+                        f"proxy timeouts of {min(short)}s are shorter than Socket.IO's ping "
+                        f"interval plus timeout ({SOCKET_IO_MIN}s): idle Socket.IO connections "
+                        "will be cut",
+                        "warning",
+                    )
+                )
+
+
+def _hostport(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def translate(objects: list[KObject], options: ManifestOptions) -> tuple[Config, list[ConfigIssue]]:
+    t = Translator(objects, options)
+    config = t.translate()
+    if config is None:
+        raise ConfigError(t.issues)
+    return config, t.issues
+
+
+Loader = Callable[[list[str]], tuple[list[KObject], list[ConfigIssue]]]
