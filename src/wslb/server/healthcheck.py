@@ -62,12 +62,27 @@ class HealthChecker:
     def __init__(self, backends: list[BackendState]) -> None:
         self.backends = [b for b in backends if b.spec.health.enabled]
         self.tasks: list[asyncio.Task[None]] = []
+        self.by_endpoint: dict[EndpointState, asyncio.Task[None]] = {}
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for backend in self.backends:
-            for ep in backend.endpoints:
-                self.tasks.append(loop.create_task(self._run(backend, ep)))
+            self.sync(backend)
+
+    def sync(self, backend: BackendState) -> None:
+        """Check exactly the backend's current endpoints (after an endpoint-set change)."""
+        if backend not in self.backends:
+            return
+        loop = asyncio.get_running_loop()
+        wanted = set(backend.endpoints)
+        for ep, task in list(self.by_endpoint.items()):
+            if ep not in wanted and task.get_name() == backend.name:
+                task.cancel()
+                del self.by_endpoint[ep]
+        for ep in backend.endpoints:
+            if ep not in self.by_endpoint:
+                task = loop.create_task(self._run(backend, ep), name=backend.name)
+                self.by_endpoint[ep] = task
+                self.tasks.append(task)
 
     async def _run(self, backend: BackendState, ep: EndpointState) -> None:
         spec = backend.spec.health

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import uvloop
 
 from wslb.config.model import Config
+from wslb.server.discovery import Discovery
 from wslb.server.healthcheck import HealthChecker
 from wslb.server.listener import Listener, bind_socket
 from wslb.server.runtime import Runtime
@@ -45,6 +46,7 @@ class Worker:
         self.runtime: Runtime | None = None
         self.listeners: list[Listener] = []
         self.health: HealthChecker | None = None
+        self.discovery: Discovery | None = None
         self.stop_event: asyncio.Event | None = None
 
     async def start(self) -> dict[str, tuple[str, int]]:
@@ -61,6 +63,8 @@ class Worker:
         runtime.sweeper.start()
         self.health = HealthChecker(list(runtime.backends.values()))
         self.health.start()
+        self.discovery = Discovery(list(runtime.backends.values()), self.health.sync)
+        self.discovery.start()
         return bound
 
     async def run(self, ready: Ready | None = None) -> None:
@@ -98,6 +102,8 @@ class Worker:
             conn.force_close("shutdown")
         if self.health is not None:
             await self.health.stop()
+        if self.discovery is not None:
+            await self.discovery.stop()
         for backend in runtime.backends.values():
             for pool in backend.pools.values():
                 pool.close_all()

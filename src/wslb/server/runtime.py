@@ -95,6 +95,30 @@ class BackendState:
             return self.pick(now, exclude)
         return ep
 
+    def set_endpoints(self, found: list[tuple[str, int, int]]) -> bool:
+        """Replace the endpoint set; endpoints that stay keep their state. True if changed."""
+        current = {ep.address: ep for ep in self.endpoints}
+        new: list[EndpointState] = []
+        for host, port, weight in found:
+            probe = EndpointState(host, port, weight)
+            ep = current.pop(probe.address, None) or probe
+            if ep not in new:
+                new.append(ep)
+        if [ep.address for ep in new] == [ep.address for ep in self.endpoints]:
+            return False
+        ka = self.spec.keepalive
+        for ep in new:
+            if self.pooling and ep not in self.pools:
+                self.pools[ep] = Pool(ka.max_idle, ka.idle_timeout, ka.max_requests)
+        for gone in current.values():
+            gone.draining = True
+            pool = self.pools.pop(gone, None)
+            if pool is not None:
+                pool.close_all()
+        self.endpoints = new
+        self.health_changed()
+        return True
+
     def health_changed(self) -> None:
         """An endpoint's health or drain state changed: recompute who is available."""
         self._available = None

@@ -72,7 +72,8 @@ def server_context(
         return default
     exact: dict[str, ssl.SSLContext] = {}
     wildcard: dict[str, ssl.SSLContext] = {}
-    for names, ctx in contexts:
+    # Specific certificates claim their names before the default (first) one does.
+    for names, ctx in [*contexts[1:], contexts[0]]:
         for name in names:
             if name.startswith("*."):
                 wildcard.setdefault(name[2:], ctx)
