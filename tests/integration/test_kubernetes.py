@@ -19,14 +19,14 @@ import yaml
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints
-from tests.support.procs import ROOT, Proc, Proc as _Proc, scaled, start_backend
+from tests.support.procs import ROOT, Proc, scaled, start_backend
 from tests.support.raw import raw_exchange, status_of
 
 FIXTURES = ROOT / "tests" / "fixtures"
 SEEDS = [str(FIXTURES / "seed-ingress.yaml"), str(FIXTURES / "seed-service.yaml")]
 
 
-class Manifests(_Proc):
+class Manifests(Proc):
     """``wslb serve -f ...`` with ports mapped to free ones."""
 
     def __init__(self, workdir: Path, files: list[str], extra: list[str]) -> None:
@@ -153,7 +153,7 @@ async def test_seed_manifests_run_as_they_are(
 
 def test_seed_check_warns(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "wslb", "check", *sum((["-f", f] for f in SEEDS), [])],
+        [sys.executable, "-m", "wslb", "check", "-f", SEEDS[0], "-f", SEEDS[1]],
         capture_output=True,
         text=True,
         cwd=ROOT,
