@@ -88,6 +88,7 @@ class Translator:
         self.sni: list[CertificateSpec] = []
         self.tls_hosts: set[str] = set()
         self.ingress_hosts: list[str] = []
+        self._parsed: dict[tuple[int, str], Any] = {}
 
     # ------------------------------------------------------------------ helpers
     def error(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
@@ -97,12 +98,17 @@ class Translator:
         self.issues.append(obj.issue(path, msg, "warning"))
 
     def annotation(self, obj: KObject, name: str) -> Any:
-        """Parsed value of an annotation (None when absent or malformed, reported)."""
+        """Parsed value of an annotation (None when absent or malformed, reported once)."""
+        key = (id(obj), name)
+        if key in self._parsed:
+            return self._parsed[key]
         try:
-            return ann.value(obj.annotations, name)
+            result = ann.value(obj.annotations, name)
         except AnnotationError as exc:
             self.error(obj, ("metadata", "annotations", name), f"{name.rsplit('/', 1)[-1]}: {exc}")
-            return None
+            result = None
+        self._parsed[key] = result
+        return result
 
     def check_annotations(self, obj: KObject, prefixes: tuple[str, ...]) -> None:
         for key in obj.annotations:
@@ -118,9 +124,10 @@ class Translator:
                 )
             elif row.status == "unsupported":
                 self.error(obj, path, f"{row.short}: not supported: {row.meaning}")
-            elif row.status == "accepted":
-                self.warn(obj, path, f"{row.short}: {row.meaning}")
-                self.annotation(obj, key)
+            else:
+                if row.status == "accepted":
+                    self.warn(obj, path, f"{row.short}: {row.meaning}")
+                self.annotation(obj, key)  # every value is checked, used or not
 
     # ------------------------------------------------------------------ entry point
     def translate(self) -> Config | None:

@@ -1,0 +1,62 @@
+"""``docs/kubernetes.md``, generated from the annotation table:
+
+    python -m wslb.config.kubernetes.docs > docs/kubernetes.md
+
+A test fails when the file and the table disagree."""
+
+from __future__ import annotations
+
+from wslb.config.kubernetes.annotations import TABLE
+
+HEADER = """# Kubernetes manifests
+
+`wslb serve -f PATH`, `wslb check -f PATH` and `wslb render -f PATH` read the manifests a
+DigitalOcean load balancer + ingress-nginx deployment already has (files or directories,
+multi-document YAML or JSON):
+
+| object | what wslb takes from it |
+|---|---|
+| `Ingress` (`networking.k8s.io/v1`, `v1beta1`, `extensions/v1beta1`) | routes: exact and `*.` hosts, paths with `Exact`, `Prefix`, `ImplementationSpecific` (as prefix), Ingress precedence (exact host, then wildcard, then any; Exact path, then longest prefix), `defaultBackend`, `tls` hosts and Secrets; `ingressClassName` / `kubernetes.io/ingress.class` filtered by `--ingress-class` |
+| `Service` `type: LoadBalancer` | wslb's listeners, one per port, from its `do-loadbalancer-*` annotations (with none: HTTP on 80, HTTPS on 443, as ingress-nginx) |
+| other `Service` | port names and target ports of the backends the Ingresses name |
+| `EndpointSlice`, `Endpoints` | ready endpoint addresses (first source) |
+| `Secret` `kubernetes.io/tls` | certificates, chosen by SNI |
+
+Endpoints of a backend come from, in order: EndpointSlices/Endpoints in the files,
+`--endpoints NS/SVC=HOST:PORT[,...]`, then DNS of `SVC.NS.svc.cluster.local`
+(`--dns-suffix`), re-resolved every 10 s, one endpoint per address: wslb routes straight to
+pods. `--port-map 80=18080,443=18443` binds the Service's ports elsewhere; `--certificates DIR`
+holds `<certificate-id>.crt` and `.key`; `--bind-address` chooses the address (0.0.0.0).
+Affinity cookies are keyed with `--secret` (or `WSLB_SECRET`): give every replica the same one.
+
+`wslb render -f PATH` prints the wslb configuration the manifests mean; `wslb check -f PATH`
+prints every problem with file and line, and warns about deprecated API versions and
+annotations, CORS that lets any origin in with credentials, proxy timeouts shorter than
+Socket.IO's ping interval plus timeout (45 s), and sticky sessions on TCP ports.
+
+## Annotations
+
+Status: **supported** (ingress-nginx / DigitalOcean semantics), **partly** (with the
+difference said), **accepted** (parsed and warned about, no effect), **unsupported** (an
+error). Any other `nginx.ingress.kubernetes.io/*` or `do-loadbalancer-*` annotation is an error:
+wslb says what it cannot honour instead of ignoring it.
+"""
+
+
+def render_markdown() -> str:
+    out = [HEADER]
+    for on, title in (
+        ("Ingress", "ingress-nginx (on Ingress objects)"),
+        ("Service", "DigitalOcean (on the LoadBalancer Service)"),
+    ):
+        out.append(
+            f"\n### {title}\n\n| annotation | status | default | wslb |\n|---|---|---|---|\n"
+        )
+        for row in TABLE:
+            if row.on == on:
+                out.append(f"| `{row.short}` | {row.status} | {row.default} | {row.meaning} |\n")
+    return "".join(out)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

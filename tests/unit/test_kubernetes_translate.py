@@ -1,0 +1,558 @@
+"""Manifests -> wslb config: every annotation of the table has a case here, plus objects,
+endpoint sources, listeners and the problems `wslb check` reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wslb.config.kubernetes.annotations import DO, NGINX, TABLE
+from wslb.config.kubernetes.docs import render_markdown
+from wslb.config.kubernetes.objects import load_objects
+from wslb.config.kubernetes.snippet import SnippetError, parse_snippet
+from wslb.config.kubernetes.translate import ManifestOptions, translate
+from wslb.config.model import Config
+from wslb.errors import ConfigError, ConfigIssue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ingress(annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": "app", "annotations": annotations or {}},
+        "spec": spec
+        or {
+            "rules": [
+                {
+                    "host": "app.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/api",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "api", "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
+
+
+def lb_service(
+    annotations: dict[str, str] | None = None, ports: list[Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "edge", "namespace": "ingress", "annotations": annotations or {}},
+        "spec": {
+            "type": "LoadBalancer",
+            "ports": ports or [{"name": "http", "port": 80}, {"name": "https", "port": 443}],
+        },
+    }
+
+
+def run(
+    tmp_path: Path, docs: list[dict[str, Any]], **opts: Any
+) -> tuple[Config | None, list[ConfigIssue]]:
+    f = tmp_path / "m.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    objects, issues = load_objects([str(f)])
+    options = ManifestOptions(endpoints={"app/api": ["10.0.0.1:8080"]}, **opts)
+    try:
+        config, more = translate(objects, options)
+    except ConfigError as exc:
+        return None, issues + exc.issues
+    return config, issues + more
+
+
+def only_route(config: Config | None) -> Any:
+    assert config is not None
+    return config.routes[0]
+
+
+def warned(issues: list[ConfigIssue], text: str) -> bool:
+    return any(i.severity == "warning" and text in str(i) for i in issues)
+
+
+def errored(issues: list[ConfigIssue], text: str) -> bool:
+    return any(i.severity == "error" and text in str(i) for i in issues)
+
+
+Check = Callable[[Config | None, list[ConfigIssue]], None]
+
+
+def _route(check: Callable[[Any], bool]) -> Check:
+    def run_check(config: Config | None, issues: list[ConfigIssue]) -> None:
+        assert check(only_route(config)), only_route(config)
+
+    return run_check
+
+
+def _backend(check: Callable[[Any], bool]) -> Check:
+    def run_check(config: Config | None, issues: list[ConfigIssue]) -> None:
+        assert config is not None
+        assert check(config.backends[0]), config.backends[0]
+
+    return run_check
+
+
+def _listeners(check: Callable[[Config], bool]) -> Check:
+    def run_check(config: Config | None, issues: list[ConfigIssue]) -> None:
+        assert config is not None and check(config), config.listeners
+
+    return run_check
+
+
+def _warns(text: str) -> Check:
+    def run_check(config: Config | None, issues: list[ConfigIssue]) -> None:
+        assert warned(issues, text), issues
+
+    return run_check
+
+
+AFF = {NGINX + "affinity": "cookie"}
+CORS = {NGINX + "enable-cors": "true"}
+STICKY = {
+    DO + "sticky-sessions-type": "cookies",
+    DO + "sticky-sessions-cookie-name": "lb",
+    DO + "sticky-sessions-cookie-ttl": "300",
+}
+HC = {DO + "override-health-check": "true"}
+
+# annotation -> (its value, other annotations it needs, the check of the result)
+CASES: dict[str, tuple[str, dict[str, str], Check]] = {
+    NGINX + "affinity": (
+        "cookie",
+        {},
+        _route(lambda r: r.affinity.name == "INGRESSCOOKIE" and r.affinity.mode == "balanced"),
+    ),
+    NGINX + "affinity-mode": ("persistent", AFF, _route(lambda r: r.affinity.mode == "persistent")),
+    NGINX + "session-cookie-name": ("route", AFF, _route(lambda r: r.affinity.name == "route")),
+    NGINX + "session-cookie-expires": (
+        "172800",
+        AFF,
+        _route(lambda r: r.affinity.expires == 172800),
+    ),
+    NGINX + "session-cookie-max-age": ("600", AFF, _route(lambda r: r.affinity.max_age == 600)),
+    NGINX + "session-cookie-path": ("/app", AFF, _route(lambda r: r.affinity.path == "/app")),
+    NGINX + "session-cookie-domain": (
+        ".example.com",
+        AFF,
+        _route(lambda r: r.affinity.domain == ".example.com"),
+    ),
+    NGINX + "session-cookie-samesite": (
+        "None",
+        AFF,
+        _route(lambda r: r.affinity.samesite == "None"),
+    ),
+    NGINX + "session-cookie-conditional-samesite-none": (
+        "true",
+        AFF,
+        _route(lambda r: r.affinity.conditional_samesite_none),
+    ),
+    NGINX + "session-cookie-secure": ("true", AFF, _route(lambda r: r.affinity.secure is True)),
+    NGINX + "session-cookie-change-on-failure": (
+        "true",
+        AFF,
+        _route(lambda r: r.affinity.change_on_failure),
+    ),
+    NGINX + "session-cookie-hash": (
+        "sha1",
+        AFF,
+        _warns("session-cookie-hash: Removed in ingress-nginx 0.24.0"),
+    ),
+    NGINX + "proxy-connect-timeout": ("7", {}, _route(lambda r: r.timeouts.connect == 7)),
+    NGINX + "proxy-read-timeout": (
+        "3600",
+        {},
+        _route(lambda r: r.timeouts.read == 3600 and r.timeouts.tunnel == 3600),
+    ),
+    NGINX + "proxy-send-timeout": (
+        "120",
+        {},
+        _route(lambda r: r.timeouts.send == 120 and r.timeouts.tunnel == 120),
+    ),
+    NGINX + "proxy-body-size": ("8m", {}, _route(lambda r: r.max_body_size == 8 * 1024 * 1024)),
+    NGINX + "backend-protocol": ("HTTPS", {}, _backend(lambda b: b.protocol == "https")),
+    NGINX + "ssl-redirect": ("false", {}, _route(lambda r: r.redirect_https is None)),
+    NGINX + "force-ssl-redirect": (
+        "true",
+        {},
+        _route(lambda r: r.redirect_https is not None and r.redirect_https.code == 308),
+    ),
+    NGINX + "http-redirect-code": (
+        "301",
+        {NGINX + "force-ssl-redirect": "true"},
+        _route(lambda r: r.redirect_https.code == 301),
+    ),
+    NGINX + "enable-cors": (
+        "true",
+        {},
+        _route(lambda r: r.cors is not None and r.cors.allow_origins == ("*",)),
+    ),
+    NGINX + "cors-allow-origin": (
+        "https://a.example.com, https://*.example.org",
+        CORS,
+        _route(
+            lambda r: r.cors.allow_origins == ("https://a.example.com", "https://*.example.org")
+        ),
+    ),
+    NGINX + "cors-allow-methods": (
+        "GET, POST",
+        CORS,
+        _route(lambda r: r.cors.allow_methods == "GET, POST"),
+    ),
+    NGINX + "cors-allow-headers": (
+        "X-A,X-B",
+        CORS,
+        _route(lambda r: r.cors.allow_headers == "X-A,X-B"),
+    ),
+    NGINX + "cors-expose-headers": (
+        "X-Total",
+        CORS,
+        _route(lambda r: r.cors.expose_headers == "X-Total"),
+    ),
+    NGINX + "cors-allow-credentials": (
+        "false",
+        CORS,
+        _route(lambda r: r.cors.allow_credentials is False),
+    ),
+    NGINX + "cors-max-age": ("60", CORS, _route(lambda r: r.cors.max_age == 60)),
+    NGINX + "load-balance": ("ewma", {}, _backend(lambda b: b.balance == "ewma")),
+    NGINX + "upstream-hash-by": ("$remote_addr", {}, _route(lambda r: r.hash_by == "$remote_addr")),
+    NGINX + "limit-connections": ("4", {}, _route(lambda r: r.limits.connections == 4)),
+    NGINX + "limit-rps": (
+        "10",
+        {},
+        _route(lambda r: r.limits.rps == 10 and r.limits.burst_multiplier == 5),
+    ),
+    NGINX + "limit-rpm": ("100", {}, _route(lambda r: r.limits.rpm == 100)),
+    NGINX + "limit-whitelist": (
+        "10.0.0.0/8",
+        {NGINX + "limit-rps": "1"},
+        _route(lambda r: r.limits.exempt == ("10.0.0.0/8",)),
+    ),
+    NGINX + "whitelist-source-range": (
+        "10.0.0.0/8, 192.168.1.1",
+        {},
+        _route(lambda r: r.allow == ("10.0.0.0/8", "192.168.1.1")),
+    ),
+    NGINX + "allowlist-source-range": (
+        "10.1.0.0/16",
+        {},
+        _route(lambda r: r.allow == ("10.1.0.0/16",)),
+    ),
+    NGINX + "denylist-source-range": ("1.2.3.4", {}, _route(lambda r: r.deny == ("1.2.3.4",))),
+    NGINX + "configuration-snippet": (
+        'more_set_headers "X-A: $host";',
+        {},
+        _route(lambda r: r.headers.response_set[0].value == "$host"),
+    ),
+    DO + "protocol": (
+        "http",
+        {},
+        _listeners(lambda c: [lst.protocol for lst in c.listeners] == ["http", "http"]),
+    ),
+    DO + "http-ports": (
+        "80",
+        {DO + "protocol": "https", DO + "tls-ports": "443", DO + "certificate-id": "c"},
+        _listeners(lambda c: [lst.protocol for lst in c.listeners] == ["http", "https"]),
+    ),
+    DO + "tls-ports": (
+        "443",
+        {},
+        _listeners(lambda c: [lst.protocol for lst in c.listeners] == ["http", "https"]),
+    ),
+    DO + "http2-ports": ("443", {}, _warns("HTTP/2 is not served yet")),
+    DO + "tls-passthrough": ("true", {}, _listeners(lambda c: c.listeners[1].protocol == "https")),
+    DO + "certificate-id": ("abc", {}, _warns("certificate abc is not in --certificates")),
+    DO + "certificate-name": (
+        "my-cert",
+        {},
+        _warns("certificate my-cert is not in --certificates"),
+    ),
+    DO + "redirect-http-to-https": (
+        "true",
+        {},
+        _listeners(
+            lambda c: (
+                c.listeners[0].redirect_https is not None
+                and c.listeners[0].redirect_https.code == 308
+            )
+        ),
+    ),
+    DO + "enable-backend-keepalive": (
+        "false",
+        {},
+        _backend(lambda b: b.keepalive.enabled is False),
+    ),
+    DO + "http-idle-timeout-seconds": (
+        "120",
+        {},
+        _listeners(lambda c: c.listeners[0].client.keepalive_timeout == 120),
+    ),
+    DO + "sticky-sessions-type": (
+        "cookies",
+        STICKY,
+        _route(lambda r: r.affinity.name == "lb" and r.affinity.mode == "persistent"),
+    ),
+    DO + "sticky-sessions-cookie-name": ("lb2", STICKY, _route(lambda r: r.affinity.name == "lb2")),
+    DO + "sticky-sessions-cookie-ttl": ("99", STICKY, _route(lambda r: r.affinity.max_age == 99)),
+    DO + "override-health-check": (
+        "true",
+        {},
+        _backend(lambda b: b.health.type == "tcp" and b.health.healthy_threshold == 5),
+    ),
+    DO + "healthcheck-protocol": ("http", HC, _backend(lambda b: b.health.type == "http")),
+    DO + "healthcheck-path": (
+        "/healthz",
+        HC,
+        _backend(lambda b: b.health.type == "http" and b.health.path == "/healthz"),
+    ),
+    DO + "healthcheck-port": ("10256", HC, _warns("wslb checks every pod on the port")),
+    DO + "healthcheck-check-interval-seconds": (
+        "10",
+        HC,
+        _backend(lambda b: b.health.interval == 10),
+    ),
+    DO + "healthcheck-response-timeout-seconds": (
+        "7",
+        HC,
+        _backend(lambda b: b.health.timeout == 7),
+    ),
+    DO + "healthcheck-unhealthy-threshold": (
+        "2",
+        HC,
+        _backend(lambda b: b.health.unhealthy_threshold == 2),
+    ),
+    DO + "healthcheck-healthy-threshold": (
+        "3",
+        HC,
+        _backend(lambda b: b.health.healthy_threshold == 3),
+    ),
+    DO + "enable-proxy-protocol": ("true", {}, _backend(lambda b: b.proxy_protocol == "v1")),
+    DO + "allow-rules": (
+        "ip:1.2.3.4,cidr:10.0.0.0/8",
+        {},
+        _listeners(lambda c: c.listeners[0].allow == ("1.2.3.4", "10.0.0.0/8")),
+    ),
+    DO + "deny-rules": (
+        "cidr:192.0.2.0/24",
+        {},
+        _listeners(lambda c: c.listeners[0].deny == ("192.0.2.0/24",)),
+    ),
+    DO + "algorithm": ("least_connections", {}, _warns("algorithm: Deprecated by DigitalOcean")),
+    DO + "size-slug": ("lb-small", {}, _warns("size-slug: Deprecated")),
+    DO + "size-unit": ("3", {}, _warns("size-unit: Balancer size")),
+    DO + "name": ("edge", {}, _warns("name: Balancer name")),
+    DO + "hostname": ("lb.example.com", {}, _warns("hostname: Status hostname")),
+    DO + "type": ("REGIONAL", {}, _warns("type: Balancer type")),
+}
+
+
+def test_every_annotation_of_the_table_has_a_case() -> None:
+    assert set(CASES) == {row.name for row in TABLE}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_annotation(name: str, tmp_path: Path) -> None:
+    value, needs, check = CASES[name]
+    annotations = {**needs, name: value}
+    if name.startswith(NGINX):
+        docs = [ingress(annotations)]
+    else:
+        docs = [ingress(), lb_service(annotations)]
+    config, issues = run(tmp_path, docs)
+    assert not [i for i in issues if i.severity == "error"], issues
+    check(config, issues)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "message"),
+    [
+        (
+            NGINX + "affinity-mode",
+            "sticky",
+            "affinity-mode: 'sticky' is not one of balanced, persistent",
+        ),
+        (NGINX + "proxy-read-timeout", "1h", "proxy-read-timeout: '1h' is not an integer"),
+        (NGINX + "whitelist-source-range", "10.0.0.0/33", "is not an address or CIDR range"),
+        (NGINX + "rewrite-target", "/", "wslb cannot honour this annotation"),
+        (NGINX + "configuration-snippet", "rewrite ^ /x;", "directive rewrite is not supported"),
+        (NGINX + "backend-protocol", "GRPC", "wslb speaks HTTP and HTTPS to backends"),
+    ],
+)
+def test_bad_ingress_annotations_are_errors_with_lines(
+    annotation: str, value: str, message: str, tmp_path: Path
+) -> None:
+    config, issues = run(tmp_path, [ingress({annotation: value})])
+    assert config is None
+    hits = [i for i in issues if i.severity == "error" and message in i.message]
+    assert hits, issues
+    assert hits[0].line is not None and annotation in hits[0].key
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "message"),
+    [
+        (DO + "http-idle-timeout-seconds", "10", "10 is out of range 30..600"),
+        (DO + "healthcheck-check-interval-seconds", "1", "out of range 3..300"),
+        (DO + "allow-rules", "host:example.com", "is not ip:<address> or cidr:<range>"),
+        (DO + "protocol", "udp", "is not one of tcp, http, https, http2, http3"),
+        (DO + "sticky-sessions-type", "cookies", "needs sticky-sessions-cookie-name"),
+        (DO + "enable-proxy-protocol", "yes", "is not a boolean"),
+    ],
+)
+def test_bad_service_annotations_are_errors(
+    annotation: str, value: str, message: str, tmp_path: Path
+) -> None:
+    config, issues = run(tmp_path, [ingress(), lb_service({annotation: value})])
+    assert config is None and errored(issues, message), issues
+
+
+def test_seed_fixtures_as_published() -> None:
+    objects, issues = load_objects([str(ROOT / "tests" / "fixtures")])
+    config, more = translate(
+        objects, ManifestOptions(endpoints={"vuepilot/vuepilot-node": ["10.0.0.1:8080"]})
+    )
+    route = config.routes[0]
+    assert route.host == "ws.vuepilot.com" and route.path == "/"
+    assert route.affinity is not None and route.affinity.name == "route"
+    assert route.timeouts.read == route.timeouts.send == route.timeouts.tunnel == 3600
+    assert route.cors is not None and route.cors.allow_methods == "PUT, GET, POST, OPTIONS"
+    assert [lst.protocol for lst in config.listeners] == ["http", "https"]
+    assert config.listeners[0].redirect_https is not None
+    assert [lst.port for lst in config.listeners] == [80, 443]
+
+
+def test_endpoint_sources_in_order(tmp_path: Path) -> None:
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "namespace": "app"},
+        "spec": {"ports": [{"name": "web", "port": 80, "targetPort": 8080}]},
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "api-x",
+            "namespace": "app",
+            "labels": {"kubernetes.io/service-name": "api"},
+        },
+        "ports": [{"name": "web", "port": 8080}],
+        "endpoints": [
+            {"addresses": ["10.1.0.1"]},
+            {"addresses": ["10.1.0.2"], "conditions": {"ready": False}},
+        ],
+    }
+    config, _ = run(tmp_path, [ingress(), svc, slice_])
+    assert [e.address for e in config.backends[0].endpoints] == ["10.1.0.1:8080"]
+    # without slices: --endpoints (the helper gives app/api)
+    config, _ = run(tmp_path, [ingress(), svc])
+    assert [e.address for e in config.backends[0].endpoints] == ["10.0.0.1:8080"]
+    # without either: DNS of the Service name, on the target port, re-resolved
+    f = tmp_path / "n.yaml"
+    f.write_text(yaml.safe_dump_all([ingress(), svc]))
+    objects, _ = load_objects([str(f)])
+    config, issues = translate(objects, ManifestOptions(dns_suffix="svc.example"))
+    backend = config.backends[0]
+    assert [e.address for e in backend.endpoints] == ["api.app.svc.example:8080"]
+    assert backend.discovery is not None
+
+
+def test_ingress_class_filter_and_legacy_versions(tmp_path: Path) -> None:
+    legacy = {
+        "apiVersion": "networking.k8s.io/v1beta1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "old",
+            "namespace": "app",
+            "annotations": {"kubernetes.io/ingress.class": "other"},
+        },
+        "spec": {"backend": {"serviceName": "api", "servicePort": 80}},
+    }
+    config, issues = run(tmp_path, [ingress(), legacy])
+    assert len(config.routes) == 2 and warned(
+        issues, "networking.k8s.io/v1beta1 Ingress is deprecated"
+    )
+    assert any(r.host is None for r in config.routes)  # the legacy default backend
+    config, issues = run(tmp_path, [ingress(), legacy], ingress_class="other")
+    assert [r.host for r in config.routes] == [None]
+
+
+def test_socket_io_timeout_warning(tmp_path: Path) -> None:
+    _, issues = run(
+        tmp_path,
+        [
+            ingress(
+                {NGINX + "proxy-read-timeout": "30"},
+                rules=[
+                    {
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/socket.io",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "api", "port": {"number": 80}}},
+                                }
+                            ]
+                        }
+                    }
+                ],
+            )
+        ],
+    )
+    assert warned(issues, "shorter than Socket.IO's ping interval plus timeout")
+
+
+def test_sticky_sessions_on_tcp_ports_warn(tmp_path: Path) -> None:
+    svc = lb_service({**STICKY, DO + "protocol": "tcp"}, ports=[{"name": "db", "port": 5432}])
+    config, issues = run(
+        tmp_path,
+        [svc],
+    )
+    assert warned(issues, "sticky sessions cannot work on tcp port 5432")
+    assert config is not None and config.listeners[0].protocol == "tcp"
+
+
+def test_snippet_directives() -> None:
+    h = parse_snippet(
+        """
+        more_set_headers "X-A: 1" 'X-B: $http_origin';  # comment
+        add_header X-C "v w" always;
+        add_header X-D d;
+        proxy_set_header X-Real-IP $remote_addr;
+        """
+    )
+    assert [(r.name, r.value) for r in h.response_set] == [("X-A", "1"), ("X-B", "$http_origin")]
+    assert [(r.name, r.value, r.always) for r in h.response_add] == [
+        ("X-C", "v w", True),
+        ("X-D", "d", False),
+    ]
+    assert [(r.name, r.value) for r in h.request_set] == [("X-Real-IP", "$remote_addr")]
+    for bad in (
+        "proxy_pass http://x;",
+        "add_header X;",
+        "more_set_headers -s 404 'X: y';",
+        "if ($x) { return 403; }",
+        "add_header X $unknown_var;",
+        "add_header X y",
+    ):
+        with pytest.raises(SnippetError):
+            parse_snippet(bad)
+
+
+def test_docs_are_generated_from_the_table() -> None:
+    assert (ROOT / "docs" / "kubernetes.md").read_text() == render_markdown(), (
+        "docs/kubernetes.md is stale: python -m wslb.config.kubernetes.docs > docs/kubernetes.md"
+    )
