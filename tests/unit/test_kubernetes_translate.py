@@ -420,8 +420,8 @@ def test_bad_service_annotations_are_errors(
 
 
 def test_seed_fixtures_as_published() -> None:
-    objects, issues = load_objects([str(ROOT / "tests" / "fixtures")])
-    config, more = translate(
+    objects, _issues = load_objects([str(ROOT / "tests" / "fixtures")])
+    config, _more = translate(
         objects, ManifestOptions(endpoints={"vuepilot/vuepilot-node": ["10.0.0.1:8080"]})
     )
     route = config.routes[0]
@@ -464,7 +464,7 @@ def test_endpoint_sources_in_order(tmp_path: Path) -> None:
     f = tmp_path / "n.yaml"
     f.write_text(yaml.safe_dump_all([ingress(), svc]))
     objects, _ = load_objects([str(f)])
-    config, issues = translate(objects, ManifestOptions(dns_suffix="svc.example"))
+    config, _issues = translate(objects, ManifestOptions(dns_suffix="svc.example"))
     backend = config.backends[0]
     assert [e.address for e in backend.endpoints] == ["api.app.svc.example:8080"]
     assert backend.discovery is not None
