@@ -249,3 +249,46 @@ async def test_rate_and_connection_limits(wslb: Callable[..., Wslb], backends: l
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("connection-limit slots were not released")
+
+
+async def test_persistent_affinity_repins_when_its_endpoint_is_gone(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    """The cookie names an endpoint; another replica (or a restart) without that endpoint
+    balances the session afresh and rewrites the cookie, which then sticks."""
+    route = {"affinity": {"name": "p", "mode": "persistent"}}
+    cfg = _cfg(backends, route)
+    cfg["server"] = {"secret": "shared"}
+    lb = wslb(cfg)
+    async with httpx.AsyncClient(base_url=lb.url("web")) as client:
+        r = await client.get("/x")
+        cookie = r.headers["set-cookie"].split(";")[0]
+        pinned = r.headers["x-server"]
+    others = [p for p in backends if _name(p) != pinned]
+    cfg2 = http_config(endpoints(others), route=route)
+    cfg2["server"] = {"secret": "shared"}
+    lb2 = wslb(cfg2)
+    async with httpx.AsyncClient(base_url=lb2.url("web")) as client:
+        r = await client.get("/x", headers={"Cookie": cookie})
+        assert r.headers["x-server"] != pinned
+        new_cookie = r.headers["set-cookie"].split(";")[0]
+        assert new_cookie != cookie
+        moved = r.headers["x-server"]
+        for _ in range(10):
+            r = await client.get("/x", headers={"Cookie": new_cookie})
+            assert r.headers["x-server"] == moved and "set-cookie" not in r.headers
+
+
+def _name(proc: Proc) -> str:
+    return str(proc.proc.args[proc.proc.args.index("--name") + 1])  # type: ignore[union-attr]
+
+
+async def test_dns_discovery_resolves_endpoint_names(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    port = backends[0].info["port"]
+    lb = wslb(http_config([f"localhost:{port}"], backend={"discovery": {"interval": 0.2}}))
+    async with httpx.AsyncClient(base_url=lb.url("web")) as client:
+        for _ in range(5):
+            assert (await client.get("/x")).headers["x-server"] == "a"
+    assert f"endpoints now 127.0.0.1:{port}" in lb.wait_output("endpoints now")

@@ -59,6 +59,16 @@ class Proc:
             time.sleep(0.02)
         raise TimeoutError(f"{self.proc.args} not ready after {timeout}s:\n{self.output()}")
 
+    def wait_output(self, text: str, timeout: float = 10) -> str:
+        """Block until ``text`` appears in the process's log (bounded); return the log."""
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            out = self.output()
+            if text in out:
+                return out
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} not logged within {timeout}s:\n{self.output()}")
+
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
