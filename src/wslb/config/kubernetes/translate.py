@@ -89,6 +89,7 @@ class Translator:
         self.tls_hosts: set[str] = set()
         self.ingress_hosts: list[str] = []
         self._parsed: dict[tuple[int, str], Any] = {}
+        self.route_sources: dict[int, KObject] = {}  # id(route) -> its Ingress
 
     # ------------------------------------------------------------------ helpers
     def error(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
@@ -213,6 +214,7 @@ class Translator:
                 kind = "exact" if ptype == "Exact" else "prefix"
                 route = self._route(ing, base, host, p.get("path") or "/", kind, name, tls_hosts)
                 self.routes.append(route)
+                self.route_sources[id(route)] = ing
 
     def _ingress_tls(self, ing: KObject) -> set[str]:
         hosts: set[str] = set()
@@ -714,10 +716,15 @@ class Translator:
             )
             return
         spec = CookieSpec(name=name, mode="persistent", max_age=ttl)
-        self.routes = [
-            r if r.affinity is not None else r.model_copy(update={"affinity": spec})
-            for r in self.routes
-        ]
+        routes = []
+        for r in self.routes:
+            if r.affinity is None:
+                copy = r.model_copy(update={"affinity": spec})
+                if id(r) in self.route_sources:
+                    self.route_sources[id(copy)] = self.route_sources[id(r)]
+                r = copy
+            routes.append(r)
+        self.routes = routes
 
     def _tcp_listener(
         self, lb: KObject, name: str, port: int, p: dict[str, Any], common: dict[str, Any]
@@ -795,18 +802,17 @@ class Translator:
             t = route.timeouts
             short = [x for x in (t.read, t.send) if x is not None and x < SOCKET_IO_MIN]
             looks = "socket.io" in route.path or route.path == "/"
-            if short and looks:
-                self.issues.append(
-                    ConfigIssue(
-                        "(manifests)",
-                        None,
-                        f"route {route.host or '*'}{route.path}",
-                        f"proxy timeouts of {min(short)}s are shorter than Socket.IO's ping "
-                        f"interval plus timeout ({SOCKET_IO_MIN}s): idle Socket.IO connections "
-                        "will be cut",
-                        "warning",
-                    )
-                )
+            ing = self.route_sources.get(id(route))
+            if not (short and looks and ing is not None):
+                continue
+            key = "proxy-read-timeout" if t.read in short else "proxy-send-timeout"
+            self.warn(
+                ing,
+                ("metadata", "annotations", NGINX + key),
+                f"{key} {min(short):g}s is shorter than Socket.IO's ping interval plus timeout "
+                f"({SOCKET_IO_MIN}s): idle Socket.IO connections on {route.host or '*'}"
+                f"{route.path} will be cut",
+            )
 
 
 def _hostport(addr: str, port: int) -> str:
