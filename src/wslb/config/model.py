@@ -379,6 +379,9 @@ class RouteSpec(Spec):
     allow: Cidrs = ()
     deny: Cidrs = ()
     limits: LimitsSpec | None = None
+    engineio_affinity: bool = Field(
+        default=True, description="route every request of an Engine.IO session to its endpoint"
+    )
 
     @field_validator("host")
     @classmethod

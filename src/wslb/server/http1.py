@@ -41,6 +41,13 @@ from wslb.errors import (
     ServiceUnavailable,
 )
 from wslb.middleware.templates import RequestContext
+from wslb.proto.engineio import (
+    UNKNOWN_SESSION,
+    NotAnOpenPacket,
+    query_params,
+    replace_sid,
+    rewrite_open_packet,
+)
 from wslb.proto.headers import forward_request_headers, forward_response_headers
 from wslb.proto.http1 import (
     LAST_CHUNK,
@@ -137,6 +144,10 @@ class Exchange:
     set_cookie: str | None = None  # affinity cookie value to send with the response
     conn_key: str | None = None  # client address holding a connection-limit slot
     preflight = False  # answered as a CORS preflight
+    pinned: EndpointState | None = None  # the endpoint an Engine.IO sid names
+    eio_version: bytes | None = None  # set on a polling handshake whose open packet we tag
+    eio_head: tuple[int, bytes, list[bytes], int | None] | None = None  # held response head
+    eio_buf = b""
     sent_at = 0.0
 
     def __init__(self, down: DownstreamHTTP, head: RequestHead | None) -> None:
@@ -181,6 +192,8 @@ class Exchange:
         if route.redirect is not None and not listener.tls:
             self.redirect(route.redirect.code, route.redirect.port)
             return
+        if route.engineio is not None and b"EIO=" in head.query and not self._engineio(route):
+            return
         if (route.rps is not None or route.rpm is not None or route.conn_limit is not None) and (
             not self._within_limits(route)
         ):
@@ -200,6 +213,36 @@ class Exchange:
                 return
             self.is_upgrade = True
         self.connect()
+
+    def _engineio(self, route: RouteState) -> bool:
+        """Engine.IO requests: a tagged sid pins the endpoint (or is an unknown session); a
+        polling handshake gets its open packet tagged. False when answered here."""
+        assert route.engineio is not None
+        head = self.head
+        params = query_params(head.query)
+        wire = params.get(b"sid")
+        if wire is not None:
+            now = self.down.loop.time()
+            found = route.engineio.resolve(wire, route.backend.available(now))
+            if found is None:
+                return True  # not one of ours: balanced as any request
+            ep, sid = found
+            if ep is None:
+                self.unknown_session(f"sid {wire[:40]!r} names no available endpoint")
+                return False
+            self.pinned = ep
+            head.target = replace_sid(head.target, wire, sid)
+            head.query = head.target.partition(b"?")[2]
+        elif head.method == b"GET" and params.get(b"transport") == b"polling":
+            self.eio_version = params.get(b"EIO", b"4")
+        return True
+
+    def unknown_session(self, why: str) -> None:
+        """Answer as Engine.IO does for a sid it does not know: the client re-handshakes."""
+        log.info("[%s] 400 %s %s: %s", self.down.cid, self._method(), self._target(), why)
+        self.local_response(
+            400, [b"Content-Type: application/json\r\n"], UNKNOWN_SESSION, reason=b"Bad Request"
+        )
 
     def _within_limits(self, route: RouteState) -> bool:
         ip = self.down.client_addr[0]
@@ -251,7 +294,12 @@ class Exchange:
         loop = self.down.loop
         route = self.route
         assert route is not None
-        if route.affinity is None and route.hash_by is None:
+        if self.pinned is not None:
+            if self.failed_endpoint is self.pinned:
+                self.unknown_session(f"its endpoint {self.pinned.address} does not answer")
+                return
+            ep: EndpointState | None = self.pinned
+        elif route.affinity is None and route.hash_by is None:
             ep = backend.pick(loop.time(), exclude=self.failed_endpoint)
         else:
             ep = self.choose(backend, loop.time())
@@ -479,6 +527,16 @@ class Exchange:
             headers.append(b"Connection: close\r\n")
         elif not down.version11:
             headers.append(b"Connection: keep-alive\r\n")
+        if self.eio_version is not None and status == 200 and self.mode != M_NONE:
+            # Hold the head until the open packet is in: its sid gets the endpoint's tag, and a
+            # Content-Length changes with it.
+            length = rh.content_length if self.mode == M_LENGTH else None
+            if length is not None:
+                headers = [h for h in headers if not h.startswith(b"Content-Length:")]
+            self.eio_head = (status, rh.reason, headers, length)
+            self.resp_started = True
+            self.deadline = 0.0
+            return
         out = response_head_bytes(status, rh.reason, headers)
         self.resp_started = True
         self.deadline = 0.0
@@ -494,6 +552,10 @@ class Exchange:
             self.finish(reusable=False)
 
     def on_response_body(self, data: bytes) -> None:
+        if self.eio_head is not None:
+            self.eio_buf += data
+            self._tag_open_packet(complete=False)
+            return
         mode = self.mode
         head = self.pending_head
         if head:
@@ -511,8 +573,38 @@ class Exchange:
         elif mode == M_CHUNKED:
             self.down.writelines((chunk_header(len(data)), data, CRLF))
 
+    def _tag_open_packet(self, *, complete: bool) -> None:
+        """Rewrite the sid of the handshake's open packet, then send the held head and body."""
+        assert self.eio_head is not None and self.eio_version is not None
+        buf = self.eio_buf
+        ep = self.endpoint
+        engineio = self.route.engineio if self.route is not None else None
+        try:
+            if ep is None or engineio is None:
+                raise NotAnOpenPacket("no endpoint")
+            result = rewrite_open_packet(
+                buf, self.eio_version, lambda sid: engineio.wire_sid(ep, sid), complete
+            )
+        except NotAnOpenPacket as exc:
+            log.info("[%s] handshake body passed as it is: %s", self.down.cid, exc)
+            result = (buf[:0], 0)
+        if result is None:
+            return  # the open packet is not complete yet
+        replacement, consumed = result
+        body = replacement + buf[consumed:]
+        status, reason, headers, length = self.eio_head
+        self.eio_head = None
+        self.eio_buf = b""
+        if length is not None:
+            headers.append(b"Content-Length: %d\r\n" % (length + len(replacement) - consumed))
+        self.pending_head = response_head_bytes(status, reason, headers)
+        if body:
+            self.on_response_body(body)
+
     def flush_head(self) -> None:
         """End of one read from the upstream: a head held for its body goes now."""
+        if self.eio_head is not None:  # the body ends here: tag what there is
+            self._tag_open_packet(complete=True)
         if self.pending_head:
             head, self.pending_head = self.pending_head, b""
             self.down.write(head)
@@ -523,6 +615,8 @@ class Exchange:
             return
         if self.state != S_RESPONDING:
             return
+        if self.eio_head is not None:
+            self._tag_open_packet(complete=True)
         head = self.pending_head
         if head:
             self.pending_head = b""

@@ -30,6 +30,7 @@ from wslb.config.model import (
 from wslb.middleware.access import AccessList
 from wslb.middleware.affinity import CookieAffinity
 from wslb.middleware.cors import Cors
+from wslb.middleware.engineio import EngineIOAffinity
 from wslb.middleware.limits import Counter, TokenBuckets
 from wslb.middleware.templates import Template
 from wslb.routing.table import RouteEntry, RouteTable
@@ -148,6 +149,7 @@ class RouteState:
         "backend",
         "conn_limit",
         "cors",
+        "engineio",
         "hash_by",
         "limit_exempt",
         "limit_status",
@@ -178,6 +180,7 @@ class RouteState:
             CookieAffinity(spec.affinity, secret, backend.name) if spec.affinity else None
         )
         self.hash_by = Template(spec.hash_by) if spec.hash_by else None
+        self.engineio = EngineIOAffinity(secret, backend.name) if spec.engineio_affinity else None
         access = AccessList(spec.allow, spec.deny)
         self.access = access if access else None
         rules = spec.headers
