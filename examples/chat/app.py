@@ -143,6 +143,12 @@ app = socketio.ASGIApp(
 )
 
 
+def _write_ready(path: str, port: int) -> None:
+    tmp = path + ".tmp"
+    Path(tmp).write_text(json.dumps({"port": port, "pid": os.getpid(), "pod": POD}))
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -166,11 +172,7 @@ def main() -> None:
                 return
             await asyncio.sleep(0.01)
         if args.ready_file:
-            tmp = args.ready_file + ".tmp"
-            Path(tmp).write_text(
-                json.dumps({"port": sock.getsockname()[1], "pid": os.getpid(), "pod": POD})
-            )
-            os.replace(tmp, args.ready_file)
+            _write_ready(args.ready_file, sock.getsockname()[1])
         await task
 
     asyncio.run(run())
