@@ -1,0 +1,264 @@
+"""Socket.IO at scale through wslb: three python-socketio pods sharing a real Redis, real
+python-socketio and Node socket.io-client clients, default transports (polling, then upgrade)
+and WebSocket only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from tests.support.chat import CHAT, Redis, start_pod
+from tests.support.procs import ROOT, Proc, Wslb, scaled
+
+N_CLIENTS, N_MESSAGES = 30, 20
+
+
+@dataclass
+class Cluster:
+    redis: Redis
+    pods: list[Proc]
+    workdir: Path
+
+    def endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{p.info['port']}" for p in self.pods]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    wd = tmp_path_factory.mktemp("chat")
+    redis = Redis(wd)
+    pods = [start_pod(f"pod-{i}", redis.url, wd) for i in range(3)]
+    yield Cluster(redis, pods, wd)
+    for p in pods:
+        p.stop()
+    redis.stop()
+
+
+def chat_config(c: Cluster, **route: Any) -> dict[str, Any]:
+    return {
+        "listeners": [{"name": "web", "address": "127.0.0.1", "port": 0, "protocol": "http"}],
+        "backends": [
+            {
+                "name": "chat",
+                "endpoints": c.endpoints(),
+                "keepalive": {"enabled": True},
+                "health": {"type": "tcp", "interval": 0.5, "unhealthy_threshold": 1},
+            }
+        ],
+        "routes": [{"backend": "chat", **route}],
+    }
+
+
+@dataclass
+class PyClient:
+    sio: socketio.AsyncClient
+    statuses: Counter[int] = field(default_factory=Counter)
+    received: dict[str, str] = field(default_factory=dict)
+    dups: int = 0
+    connects: int = 0
+    errors: list[Any] = field(default_factory=list)
+    pod: str | None = None
+
+
+async def _py_clients(
+    url: str, n: int, transports: list[str] | None, cookies: bool = False, wait: float = 10
+) -> list[PyClient]:
+    out: list[PyClient] = []
+    for i in range(n):
+        statuses: Counter[int] = Counter()
+        trace = aiohttp.TraceConfig()
+
+        async def on_response(_s: Any, _ctx: Any, params: Any, st: Counter[int] = statuses) -> None:
+            st[params.response.status] += 1
+
+        trace.on_request_end.append(on_response)
+        jar: aiohttp.abc.AbstractCookieJar = (
+            aiohttp.CookieJar(unsafe=True) if cookies else aiohttp.DummyCookieJar()
+        )
+        session = aiohttp.ClientSession(trace_configs=[trace], cookie_jar=jar)
+        client = PyClient(
+            socketio.AsyncClient(
+                reconnection=True,
+                reconnection_delay=0.2,
+                reconnection_delay_max=1,
+                http_session=session,
+            ),
+            statuses=statuses,
+        )
+
+        def handlers(c: PyClient, i: int) -> None:
+            @c.sio.event
+            async def connect() -> None:
+                c.connects += 1
+                c.pod = None
+                ack = await c.sio.call("join", {"room": "bench", "name": f"py-{i}"})
+                c.pod = ack["pod"]
+
+            @c.sio.event
+            async def connect_error(data: Any) -> None:
+                c.errors.append(data)
+
+            @c.sio.on("message")
+            async def message(m: dict[str, Any]) -> None:
+                if m["id"] in c.received:
+                    c.dups += 1
+                c.received[m["id"]] = m["pod"]
+
+        handlers(client, i)
+        try:
+            await client.sio.connect(url, transports=transports, wait_timeout=scaled(wait))
+        except BaseException:
+            await session.close()
+            raise
+        out.append(client)
+    # everyone has joined before anyone speaks
+    async with asyncio.timeout(scaled(20)):
+        while any(c.pod is None for c in out):
+            await asyncio.sleep(0.02)
+    return out
+
+
+async def _say(clients: list[PyClient], m: int, prefix: str = "") -> None:
+    for j in range(m):
+        for i, c in enumerate(clients):
+            await c.sio.emit("message", {"room": "bench", "text": "hi", "id": f"{prefix}{i}-{j}"})
+        await asyncio.sleep(0.01)
+
+
+async def _wait_received(clients: list[PyClient], expected: set[str], timeout: float = 30) -> None:
+    async with asyncio.timeout(scaled(timeout)):
+        while any(not expected <= set(c.received) for c in clients):
+            await asyncio.sleep(0.05)
+
+
+async def _close(clients: list[PyClient]) -> None:
+    for c in clients:
+        await c.sio.disconnect()
+        await c.sio.eio.http.close() if c.sio.eio.http else None
+
+
+@pytest.mark.parametrize(
+    "transports", [None, ["websocket"]], ids=["default-transports", "websocket-only"]
+)
+async def test_python_clients_every_message_no_400_no_reconnect(
+    transports: list[str] | None, cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    lb = wslb(chat_config(cluster))
+    clients = await _py_clients(lb.url("web"), N_CLIENTS, transports)
+    try:
+        await _say(clients, N_MESSAGES)
+        expected = {f"{i}-{j}" for i in range(N_CLIENTS) for j in range(N_MESSAGES)}
+        await _wait_received(clients, expected)
+        for c in clients:
+            assert set(c.received) == expected and c.dups == 0
+            assert c.statuses[400] == 0 and c.connects == 1 and not c.errors, (c.statuses, c.errors)
+        pods = Counter(c.pod for c in clients)
+        assert set(pods) == {"pod-0", "pod-1", "pod-2"}, pods
+        if transports is None:
+            # sessions started on polling and upgraded to WebSocket on their own pod
+            assert all(c.sio.eio.current_transport == "websocket" for c in clients)
+            # (a polling handshake, then the upgrade that its tagged sid routed)
+            assert all(c.statuses[200] >= 1 and c.statuses[101] == 1 for c in clients)
+    finally:
+        await _close(clients)
+
+
+def _node(url: str, n: int, m: int, mode: str = "") -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None or not (CHAT / "node_modules" / "socket.io-client").exists():
+        pytest.skip("node or the socket.io-client npm package is missing (make venv installs it)")
+    res = subprocess.run(
+        [node, str(ROOT / "tests" / "node" / "chat_clients.js"), url, str(n), str(m), mode],
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("mode", ["", "websocket"], ids=["default-transports", "websocket-only"])
+def test_node_clients_every_message_no_errors(
+    mode: str, cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    lb = wslb(chat_config(cluster))
+    result = _node(lb.url("web"), N_CLIENTS, N_MESSAGES, mode)
+    for c in result["clients"]:
+        assert c["received"] == result["expected"] and c["dups"] == 0, c
+        assert c["errors"] == [] and c["connects"] == 1, c
+        assert c["transport"] == "websocket"
+    assert {c["pod"] for c in result["clients"]} == {"pod-0", "pod-1", "pod-2"}
+
+
+async def test_reproduction_round_robin_without_affinity_loops_on_400(
+    cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    """The failure users bring: plain round robin, default transports, no cookie."""
+    lb = wslb(chat_config(cluster, engineio_affinity=False))
+    statuses: Counter[int] = Counter()
+    failures = 0
+    for _ in range(3):
+        try:
+            clients = await _py_clients(lb.url("web"), 1, None, wait=2)
+        except (socketio.exceptions.ConnectionError, TimeoutError):
+            failures += 1
+            continue
+        statuses.update(clients[0].statuses)
+        failures += bool(clients[0].errors) or clients[0].connects > 1
+        await _close(clients)
+    assert failures > 0 or statuses[400] > 0, (failures, statuses)
+
+
+async def test_reproduction_cookie_affinity_also_fixes_it(
+    cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    lb = wslb(chat_config(cluster, engineio_affinity=False, affinity={"name": "route"}))
+    clients = await _py_clients(lb.url("web"), 6, None, cookies=True)
+    try:
+        assert all(c.statuses[400] == 0 and c.connects == 1 and not c.errors for c in clients)
+    finally:
+        await _close(clients)
+
+
+async def test_pod_killed_mid_run(
+    cluster: Cluster, wslb: Callable[..., Wslb], tmp_path: Path
+) -> None:
+    extra = start_pod("pod-x", cluster.redis.url, tmp_path)
+    cfg = chat_config(cluster)
+    cfg["backends"][0]["endpoints"] = [*cluster.endpoints(), f"127.0.0.1:{extra.info['port']}"]
+    lb = wslb(cfg)
+    clients = await _py_clients(lb.url("web"), 24, None)
+    try:
+        on_x = [c for c in clients if c.pod == "pod-x"]
+        assert on_x, Counter(c.pod for c in clients)
+        before = {id(c): c.connects for c in on_x}
+        killed_at = time.monotonic()
+        extra.kill()
+
+        def moved(c: PyClient) -> bool:
+            return c.connects > before[id(c)] and c.pod not in (None, "pod-x")
+
+        async with asyncio.timeout(scaled(10)):
+            while not all(moved(c) for c in on_x):
+                await asyncio.sleep(0.02)
+        back_after = time.monotonic() - killed_at
+        assert back_after < scaled(2.0), back_after
+        assert all(c.pod in ("pod-0", "pod-1", "pod-2") for c in clients), [c.pod for c in clients]
+        await _say(clients, 5, prefix="after-")
+        expected = {f"after-{i}-{j}" for i in range(len(clients)) for j in range(5)}
+        await _wait_received(clients, expected)
+    finally:
+        await _close(clients)
+        extra.stop()
