@@ -25,6 +25,28 @@ from tests.support.procs import ROOT, Proc, Wslb, scaled
 N_CLIENTS, N_MESSAGES = 30, 20
 
 
+class Changes:
+    """Client handlers call ``notify()``; ``until(pred)`` waits for pred to hold, woken by
+    those notifications (bounded by the caller's timeout)."""
+
+    event: asyncio.Event | None = None
+
+    @classmethod
+    def notify(cls) -> None:
+        if cls.event is not None:
+            cls.event.set()
+
+    @classmethod
+    async def until(cls, pred: Callable[[], bool]) -> None:
+        if cls.event is None:
+            cls.event = asyncio.Event()
+        while not pred():
+            cls.event.clear()
+            if pred():
+                return
+            await cls.event.wait()
+
+
 @dataclass
 class Cluster:
     redis: Redis
@@ -76,6 +98,7 @@ async def _py_clients(
     url: str, n: int, transports: list[str] | None, cookies: bool = False, wait: float = 10
 ) -> list[PyClient]:
     out: list[PyClient] = []
+    Changes.event = asyncio.Event()  # one per test: each test has its own loop
     for i in range(n):
         statuses: Counter[int] = Counter()
         trace = aiohttp.TraceConfig()
@@ -105,6 +128,7 @@ async def _py_clients(
                 c.pod = None
                 ack = await c.sio.call("join", {"room": "bench", "name": f"py-{i}"})
                 c.pod = ack["pod"]
+                Changes.notify()
 
             @c.sio.event
             async def connect_error(data: Any) -> None:
@@ -115,6 +139,7 @@ async def _py_clients(
                 if m["id"] in c.received:
                     c.dups += 1
                 c.received[m["id"]] = m["pod"]
+                Changes.notify()
 
         handlers(client, i)
         try:
@@ -125,8 +150,7 @@ async def _py_clients(
         out.append(client)
     # everyone has joined before anyone speaks
     async with asyncio.timeout(scaled(20)):
-        while any(c.pod is None for c in out):
-            await asyncio.sleep(0.02)
+        await Changes.until(lambda: all(c.pod is not None for c in out))
     return out
 
 
@@ -139,8 +163,7 @@ async def _say(clients: list[PyClient], m: int, prefix: str = "") -> None:
 
 async def _wait_received(clients: list[PyClient], expected: set[str], timeout: float = 30) -> None:
     async with asyncio.timeout(scaled(timeout)):
-        while any(not expected <= set(c.received) for c in clients):
-            await asyncio.sleep(0.05)
+        await Changes.until(lambda: all(expected <= c.received.keys() for c in clients))
 
 
 async def _close(clients: list[PyClient]) -> None:
@@ -251,8 +274,7 @@ async def test_pod_killed_mid_run(
             return c.connects > before[id(c)] and c.pod not in (None, "pod-x")
 
         async with asyncio.timeout(scaled(10)):
-            while not all(moved(c) for c in on_x):
-                await asyncio.sleep(0.02)
+            await Changes.until(lambda: all(moved(c) for c in on_x))
         back_after = time.monotonic() - killed_at
         assert back_after < scaled(2.0), back_after
         assert all(c.pod in ("pod-0", "pod-1", "pod-2") for c in clients), [c.pod for c in clients]
