@@ -277,6 +277,7 @@ async def test_pod_killed_mid_run(
         async with asyncio.timeout(scaled(10)):
             await Changes.until(lambda: all(moved(c) for c in on_x))
         back_after = time.monotonic() - killed_at
+        print(f"pod killed: {len(on_x)} clients back on other pods after {back_after:.2f}s")
         assert back_after < scaled(2.0), back_after
         assert all(c.pod in ("pod-0", "pod-1", "pod-2") for c in clients), [c.pod for c in clients]
         await _say(clients, 5, prefix="after-")

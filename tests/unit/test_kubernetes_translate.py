@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wslb.config.kubernetes.annotations import DO, NGINX, TABLE
+from wslb.config.kubernetes.annotations import DO, NGINX, TABLE, WSLB
 from wslb.config.kubernetes.docs import render_markdown
 from wslb.config.kubernetes.objects import load_objects
 from wslb.config.kubernetes.snippet import SnippetError, parse_snippet
@@ -257,6 +257,7 @@ CASES: dict[str, tuple[str, dict[str, str], Check]] = {
         {},
         _route(lambda r: r.headers.response_set[0].value == "$host"),
     ),
+    WSLB + "engineio-affinity": ("false", {}, _route(lambda r: r.engineio_affinity is False)),
     DO + "protocol": (
         "http",
         {},
@@ -367,7 +368,7 @@ def test_every_annotation_of_the_table_has_a_case() -> None:
 def test_annotation(name: str, tmp_path: Path) -> None:
     value, needs, check = CASES[name]
     annotations = {**needs, name: value}
-    if name.startswith(NGINX):
+    if name.startswith((NGINX, WSLB)):
         docs = [ingress(annotations)]
     else:
         docs = [ingress(), lb_service(annotations)]

@@ -377,6 +377,16 @@ TABLE: tuple[Annotation, ...] = (
         "[always]`, `proxy_set_header Name value`, with literals, `$http_*`, `$host`, `$scheme` "
         "and `$remote_addr`. Any other directive is an error naming it.",
     ),
+    # ---- wslb's own
+    Annotation(
+        WSLB + "engineio-affinity",
+        "Ingress",
+        "supported",
+        parse_bool,
+        "true",
+        "Every request of an Engine.IO session (polling, upgrade) goes to the endpoint that "
+        "created it, with no cookie (docs/socketio.md); `false` turns it off.",
+    ),
     # ---- DigitalOcean load balancer (on the type: LoadBalancer Service)
     _d(
         "protocol",
@@ -555,7 +565,7 @@ TABLE: tuple[Annotation, ...] = (
 )
 
 BY_NAME = {a.name: a for a in TABLE}
-PREFIXES = (NGINX, DO)
+PREFIXES = (NGINX, DO, WSLB)
 
 
 def value(annotations: dict[str, Any], name: str) -> Any:

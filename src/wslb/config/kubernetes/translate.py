@@ -118,8 +118,6 @@ class Translator:
             row = ann.BY_NAME.get(key)
             path = ("metadata", "annotations", key)
             if row is None:
-                if key.startswith(WSLB):
-                    continue
                 self.error(
                     obj, path, f"wslb cannot honour this annotation ({key}); see docs/kubernetes.md"
                 )
@@ -182,7 +180,7 @@ class Translator:
         elif v != "networking.k8s.io/v1":
             self.error(ing, ("apiVersion",), f"unknown Ingress apiVersion {v!r}")
             return
-        self.check_annotations(ing, (NGINX,))
+        self.check_annotations(ing, (NGINX, WSLB))
         spec = ing.get("spec")
         if not isinstance(spec, dict):
             self.error(ing, ("spec",), "an Ingress needs a spec")
@@ -419,6 +417,8 @@ class Translator:
             opts["limits"] = LimitsSpec(
                 connections=conn, rps=rps, rpm=rpm, exempt=tuple(a("limit-whitelist") or ())
             )
+        if self.annotation(ing, WSLB + "engineio-affinity") is False:
+            opts["engineio_affinity"] = False
         redirect_code = int(a("http-redirect-code") or 308)
         opts["_ssl_redirect"] = a("ssl-redirect") is not False
         opts["_force_ssl_redirect"] = bool(a("force-ssl-redirect"))
