@@ -96,7 +96,12 @@ class PyClient:
 
 
 async def _py_clients(
-    url: str, n: int, transports: list[str] | None, cookies: bool = False, wait: float = 10
+    url: str,
+    n: int,
+    transports: list[str] | None,
+    cookies: bool = False,
+    wait: float = 10,
+    room: str = "bench",
 ) -> list[PyClient]:
     out: list[PyClient] = []
     Changes.event = asyncio.Event()  # one per test: each test has its own loop
@@ -127,7 +132,7 @@ async def _py_clients(
             async def connect() -> None:
                 c.connects += 1
                 c.pod = None
-                ack = await c.sio.call("join", {"room": "bench", "name": f"py-{i}"})
+                ack = await c.sio.call("join", {"room": room, "name": f"py-{i}"})
                 c.pod = ack["pod"]
                 Changes.notify()
 
@@ -388,3 +393,34 @@ def test_two_chromium_browsers_chat_across_pods(
     assert out["pods"][0] != out["pods"][1], out
     assert out["transport"] == ["websocket", "websocket"]
     assert ["hello from alice", out["pods"][0]] in out["seenByBob"]
+
+
+async def test_presence_lists_who_is_online_and_on_which_pod(
+    cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    lb = wslb(chat_config(cluster))
+    seen: list[dict[str, Any]] = []
+    clients = await _py_clients(lb.url("web"), 3, None, room="presence")
+    try:
+
+        @clients[0].sio.on("presence")
+        async def presence(p: dict[str, Any]) -> None:
+            seen.append(p)
+            Changes.notify()
+
+        late = await _py_clients(lb.url("web"), 1, ["websocket"], room="presence")
+        clients += late
+        want = {(f"py-{i}", c.pod) for i, c in enumerate(clients[:3])} | {("py-0", late[0].pod)}
+        async with asyncio.timeout(scaled(10)):
+            await Changes.until(
+                lambda: bool(seen) and {(p["name"], p["pod"]) for p in seen[-1]["people"]} >= want
+            )
+        assert len(seen[-1]["people"]) == 4 and {p["pod"] for p in seen[-1]["people"]} >= {
+            "pod-0",
+            "pod-1",
+        }
+        await late[0].sio.disconnect()
+        async with asyncio.timeout(scaled(10)):
+            await Changes.until(lambda: len(seen[-1]["people"]) == 3)
+    finally:
+        await _close(clients)
