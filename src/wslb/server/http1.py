@@ -131,8 +131,6 @@ class Exchange:
     close_after = False
     is_upgrade = False
     interim = False
-    mode = M_NONE
-    pending_head = b""
     up_chunked = False
     up_until_close = False
     up_progress = False
@@ -487,10 +485,8 @@ class Exchange:
             if status == 101:
                 return  # the parser stops after this head; on_upstream_upgrade follows
             self.interim = True
-            if self.down.version11 and not self.resp_started:
-                self.down.write(
-                    response_head_bytes(status, rh.reason, forward_response_headers(rh))
-                )
+            if not self.resp_started:
+                self.down.interim_response(status, rh.reason, forward_response_headers(rh))
             return
         down = self.down
         head = self.head
@@ -501,21 +497,9 @@ class Exchange:
             ep.observe_latency(now - self.sent_at, now)
         headers = forward_response_headers(rh)
         no_body = head.method == b"HEAD" or status in (204, 304)
-        if no_body:
-            self.mode = M_NONE
-            if rh.content_length is not None and status != 204:
-                headers.append(b"Content-Length: %d\r\n" % rh.content_length)
-        elif rh.content_length is not None:
-            self.mode = M_LENGTH
-            headers.append(b"Content-Length: %d\r\n" % rh.content_length)
-        else:
+        length = rh.content_length
+        if not no_body and length is None:
             self.up_until_close = not rh.chunked
-            if down.version11:
-                self.mode = M_CHUNKED
-                headers.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.mode = M_CLOSE
-                self.close_after = True
         if not rh.keep_alive and self.up is not None:
             self.up.served = 1 << 30  # not reusable
         if not head.keep_alive or down.closing:
@@ -523,29 +507,15 @@ class Exchange:
         route = self.route
         if route is not None and (route.response_hooks or self.set_cookie is not None):
             headers = self._response_rules(status, headers)
-        if self.close_after:
-            headers.append(b"Connection: close\r\n")
-        elif not down.version11:
-            headers.append(b"Connection: keep-alive\r\n")
-        if self.eio_version is not None and status == 200 and self.mode != M_NONE:
-            # Hold the head until the open packet is in: its sid gets the endpoint's tag, and a
-            # Content-Length changes with it.
-            length = rh.content_length if self.mode == M_LENGTH else None
-            if length is not None:
-                headers = [h for h in headers if not h.startswith(b"Content-Length:")]
-            self.eio_head = (status, rh.reason, headers, length)
-            self.resp_started = True
-            self.deadline = 0.0
-            return
-        out = response_head_bytes(status, rh.reason, headers)
         self.resp_started = True
         self.deadline = 0.0
-        if self.mode == M_NONE:
-            down.write(out)
-        else:
-            # Held until the first body bytes (or the end of this read) so that head and body
-            # usually leave in one system call.
-            self.pending_head = out
+        if self.eio_version is not None and status == 200 and not no_body:
+            # Hold the head until the open packet is in: its sid gets the endpoint's tag, and a
+            # Content-Length changes with it.
+            self.eio_head = (status, rh.reason, headers, length)
+            return
+        if down.start_response(status, rh.reason, headers, length, no_body, self.close_after):
+            self.close_after = True
         if head.method == b"HEAD":
             # httptools cannot be told the response to a HEAD has no body: finish here and
             # do not reuse the connection.
@@ -556,22 +526,7 @@ class Exchange:
             self.eio_buf += data
             self._tag_open_packet(complete=False)
             return
-        mode = self.mode
-        head = self.pending_head
-        if head:
-            self.pending_head = b""
-            if mode == M_CHUNKED:
-                self.down.writelines((head, chunk_header(len(data)), data, CRLF))
-            else:
-                # small bodies: one buffer is cheaper for the loop than a vectored write
-                if len(data) <= 16384:
-                    self.down.write(head + data)
-                else:
-                    self.down.writelines((head, data))
-        elif mode == M_LENGTH or mode == M_CLOSE:
-            self.down.write(data)
-        elif mode == M_CHUNKED:
-            self.down.writelines((chunk_header(len(data)), data, CRLF))
+        self.down.response_data(data)
 
     def _tag_open_packet(self, *, complete: bool) -> None:
         """Rewrite the sid of the handshake's open packet, then send the held head and body."""
@@ -596,18 +551,17 @@ class Exchange:
         self.eio_head = None
         self.eio_buf = b""
         if length is not None:
-            headers.append(b"Content-Length: %d\r\n" % (length + len(replacement) - consumed))
-        self.pending_head = response_head_bytes(status, reason, headers)
+            length += len(replacement) - consumed
+        if self.down.start_response(status, reason, headers, length, False, self.close_after):
+            self.close_after = True
         if body:
-            self.on_response_body(body)
+            self.down.response_data(body)
 
     def flush_head(self) -> None:
-        """End of one read from the upstream: a head held for its body goes now."""
-        if self.eio_head is not None:  # the body ends here: tag what there is
+        """The upstream's body ended by closing: what is held goes now."""
+        if self.eio_head is not None:  # tag what there is of the open packet
             self._tag_open_packet(complete=True)
-        if self.pending_head:
-            head, self.pending_head = self.pending_head, b""
-            self.down.write(head)
+        self.down.flush_response()
 
     def on_response_end(self) -> None:
         if self.interim:
@@ -617,12 +571,7 @@ class Exchange:
             return
         if self.eio_head is not None:
             self._tag_open_packet(complete=True)
-        head = self.pending_head
-        if head:
-            self.pending_head = b""
-            self.down.write(head + LAST_CHUNK if self.mode == M_CHUNKED else head)
-        elif self.mode == M_CHUNKED:
-            self.down.write(LAST_CHUNK)
+        self.down.end_response()
         self.finish(reusable=self.req_sent and not self.up_until_close)
 
     def on_upstream_upgrade(self, up: UpstreamHTTP, tail: bytes) -> None:
@@ -638,9 +587,7 @@ class Exchange:
         headers = forward_response_headers(rh)
         if self.route is not None and (self.route.response_hooks or self.set_cookie is not None):
             headers = self._response_rules(101, headers)
-        headers.append(b"Connection: Upgrade\r\n")
-        headers.append(field(b"Upgrade", rh.upgrade or b"websocket"))
-        down.write(response_head_bytes(101, rh.reason, headers))
+        down.switching_protocols(rh.reason, headers, rh.upgrade or b"websocket")
         self.resp_started = True
         self.state = S_TUNNEL
         up.detach()
@@ -667,8 +614,7 @@ class Exchange:
     def upstream_eof(self) -> None:
         if self.state == S_RESPONDING and self.up_until_close:
             self.flush_head()
-            if self.mode == M_CHUNKED:
-                self.down.write(LAST_CHUNK)
+            self.down.end_response()
             self.finish(reusable=False)
 
     def upstream_failed(self, exc: HTTPError) -> None:
@@ -688,8 +634,7 @@ class Exchange:
         if state == S_RESPONDING:
             self.flush_head()
             if self.up_until_close:
-                if self.mode == M_CHUNKED:
-                    self.down.write(LAST_CHUNK)
+                self.down.end_response()
                 self.finish(reusable=False)
             else:
                 self.abort(f"upstream {self._ep_name()} closed mid-response")
@@ -806,16 +751,15 @@ class Exchange:
         self._uncount()
         if not self.req_done or not self.head.keep_alive or down.closing:
             self.close_after = True
-        if (self.head.method != b"HEAD" and status not in (204, 304)) or body:
-            lines.append(b"Content-Length: %d\r\n" % len(body))
         if self.route is not None:
             lines = self._response_rules(status, lines)
-        if self.close_after:
-            lines.append(b"Connection: close\r\n")
-            down.linger = True
-        down.write(
-            response_head_bytes(status, reason or REASON_PHRASES.get(status, b"Unknown"), lines)
-            + (body if self.head.method != b"HEAD" else b"")
+        down.local_response(
+            status,
+            reason or REASON_PHRASES.get(status, b"Unknown"),
+            lines,
+            body if self.head.method != b"HEAD" else b"",
+            len(body),
+            self.close_after,
         )
         self.resp_started = True
         self.state = S_RESPONDING
@@ -911,11 +855,13 @@ class DownstreamHTTP(asyncio.Protocol):
         "closed",
         "closing",
         "deadline",
+        "held",
         "linger",
         "lingering",
         "listener",
         "local_addr",
         "loop",
+        "mode",
         "out",
         "parser",
         "paused",
@@ -962,6 +908,8 @@ class DownstreamHTTP(asyncio.Protocol):
         self.rx_progress = False
         self.linger = False
         self.lingering = 0
+        self.held = b""  # a response head waiting for its first body bytes
+        self.mode = M_NONE  # how the current response body is framed
         self.version11 = True
         self.client_ip = b"0.0.0.0"
         self.client_addr: tuple[str, int] = ("0.0.0.0", 0)
@@ -1057,6 +1005,101 @@ class DownstreamHTTP(asyncio.Protocol):
         ex = self.queue[0] if self.queue else None
         if ex is not None and ex.up is not None and ex.up.transport is not None:
             ex.up.transport.resume_reading()
+
+    # ------------------------------------------------------------------ responses (HTTP/1.1)
+    # The exchange says what to send; this connection frames it: Content-Length kept, else
+    # chunked (HTTP/1.1) or until-close (HTTP/1.0). A head waits for its first body bytes (or
+    # the end of the upstream read) so that both usually leave in one write.
+
+    def start_response(
+        self,
+        status: int,
+        reason: bytes,
+        lines: list[bytes],
+        length: int | None,
+        no_body: bool,
+        close: bool,
+    ) -> bool:
+        """Send (or hold) a response head; True when the connection must close after it."""
+        if no_body:
+            self.mode = M_NONE
+            if length is not None and status != 204:
+                lines.append(b"Content-Length: %d\r\n" % length)
+        elif length is not None:
+            self.mode = M_LENGTH
+            lines.append(b"Content-Length: %d\r\n" % length)
+        elif self.version11:
+            self.mode = M_CHUNKED
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            self.mode = M_CLOSE
+            close = True
+        if close:
+            lines.append(b"Connection: close\r\n")
+        elif not self.version11:
+            lines.append(b"Connection: keep-alive\r\n")
+        head = response_head_bytes(status, reason, lines)
+        if self.mode == M_NONE:
+            self.write(head)
+        else:
+            self.held = head
+        return close
+
+    def response_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        out = self.out
+        if self.held:
+            out.write(self.held)  # the batch of this loop iteration sends both together
+            self.held = b""
+        mode = self.mode
+        if mode == M_LENGTH or mode == M_CLOSE:
+            out.write(data)
+        elif mode == M_CHUNKED:
+            out.write(chunk_header(len(data)))
+            out.write(data)
+            out.write(CRLF)
+
+    def end_response(self) -> None:
+        head = self.held
+        if head:
+            self.held = b""
+            self.write(head + LAST_CHUNK if self.mode == M_CHUNKED else head)
+        elif self.mode == M_CHUNKED:
+            self.write(LAST_CHUNK)
+        self.mode = M_NONE
+
+    def flush_response(self) -> None:
+        if self.held:
+            head, self.held = self.held, b""
+            self.write(head)
+
+    def interim_response(self, status: int, reason: bytes, lines: list[bytes]) -> None:
+        if self.version11:
+            self.write(response_head_bytes(status, reason, lines))
+
+    def switching_protocols(self, reason: bytes, lines: list[bytes], upgrade: bytes) -> None:
+        lines.append(b"Connection: Upgrade\r\n")
+        lines.append(field(b"Upgrade", upgrade))
+        self.write(response_head_bytes(101, reason, lines))
+
+    def local_response(
+        self,
+        status: int,
+        reason: bytes,
+        lines: list[bytes],
+        body: bytes,
+        length: int,
+        close: bool,
+    ) -> None:
+        if status not in (204, 304) or length:
+            lines.append(b"Content-Length: %d\r\n" % length)
+        if close:
+            lines.append(b"Connection: close\r\n")
+            self.linger = True
+        self.mode = M_NONE
+        self.held = b""
+        self.write(response_head_bytes(status, reason, lines) + body)
 
     # ------------------------------------------------------------------ flow control
     def pause(self, reason: int) -> None:

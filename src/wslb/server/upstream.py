@@ -137,8 +137,8 @@ class UpstreamHTTP(asyncio.Protocol):
                 ex.on_upstream_upgrade(self, data[offset:])
             return
         ex = self.exchange
-        if ex is not None and ex.pending_head:
-            ex.flush_head()
+        if ex is not None and ex.down.held:
+            ex.down.flush_response()
 
     def eof_received(self) -> bool:
         ex = self.exchange
