@@ -91,6 +91,7 @@ class RequestHead:
         "path",
         "query",
         "target",
+        "trailers",
         "upgrade",
         "version",
         "xff",
@@ -116,6 +117,7 @@ class RequestHead:
         self.xff: bytes | None = None
         self.xfproto: bytes | None = None
         self.xfport: bytes | None = None
+        self.trailers: Lines | None = None  # trailer fields of a chunked body, serialised
 
     @property
     def has_body(self) -> bool:
@@ -141,6 +143,7 @@ class ResponseHead:
         "keep_alive",
         "reason",
         "status",
+        "trailers",
         "upgrade",
     )
 
@@ -153,6 +156,7 @@ class ResponseHead:
         self.keep_alive = True
         self.connection = b""  # Connection header value, lowercase
         self.upgrade: bytes | None = None
+        self.trailers: Lines | None = None
 
 
 class RequestSink(Protocol):
@@ -343,18 +347,22 @@ class RequestParser:
             head.target = path + (b"?" + url.query if url.query else b"")
         if head.version == "1.1" and head.host is None:
             raise BadRequest("HTTP/1.1 request without Host")
+        if head.chunked:
+            # Fields after the body are trailers: they collect apart from the head's fields.
+            head.trailers = self._forward = []
+            self._headers = []
         self._sink.on_request_head(head)
 
 
 class ResponseParser:
     """Client side of HTTP/1.1 on one upstream connection."""
 
-    __slots__ = ("_head", "_parser", "sink")
+    __slots__ = ("_fields", "_head", "_parser", "sink")
 
     def __init__(self, sink: ResponseSink) -> None:
         self.sink = sink
         self._parser = httptools.HttpResponseParser(self)
-        self._head = ResponseHead()
+        self._head = self._fields = ResponseHead()
 
     @property
     def head(self) -> ResponseHead:
@@ -375,10 +383,10 @@ class ResponseParser:
         return None
 
     def on_message_begin(self) -> None:
-        self._head = ResponseHead()
+        self._head = self._fields = ResponseHead()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        head = self._head
+        head = self._fields  # the head, or after a chunked body the trailers' collector
         kind = _KINDS.get(name.lower())
         if kind is None or kind == _HOST or kind == _EXPECT or kind >= _XFF:
             head.forward.append(b"".join((name, b": ", value, b"\r\n")))
@@ -405,6 +413,10 @@ class ResponseParser:
         head.keep_alive = p.should_keep_alive()
         if head.chunked:
             head.content_length = None
+            # Fields after the body are trailers: they collect apart from the head's fields.
+            collector = ResponseHead()
+            head.trailers = collector.forward
+            self._fields = collector
         self.sink.on_response_head(head)
 
     def on_body(self, body: bytes) -> None:
@@ -415,6 +427,18 @@ class ResponseParser:
 
 
 # --------------------------------------------------------------------------- serialisation
+
+
+CRLF = b"\r\n"
+
+
+def find_field(lines: Lines, lname: bytes) -> bytes | None:
+    """The value of the first serialised field named ``lname`` (lowercase)."""
+    n = len(lname)
+    for line in lines:
+        if line[n : n + 1] == b":" and line[:n].lower() == lname:
+            return line[n + 1 : -2].strip()
+    return None
 
 
 def field(name: bytes, value: bytes) -> bytes:

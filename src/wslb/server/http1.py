@@ -1,17 +1,10 @@
-"""HTTP/1.1 downstream connections and the exchanges that proxy each request.
+"""HTTP/1.1 downstream connections (RFC 9112).
 
-``DownstreamHTTP`` is the asyncio protocol of one client connection. It parses requests
-(pipelined requests queue up and are answered in order) and owns the client-side timers.
-``Exchange`` carries one request to one endpoint and its response back:
-
-    activate: route (404) -> limits (413) -> WebSocket checks (400/426) -> pick endpoint (503)
-    connect:  pooled connection, else a new one (refused: one retry elsewhere, then 502;
-              too slow: 504); a dead pooled connection is replaced transparently for
-              idempotent requests without a body
-    send:     head (hop-by-hop removed, X-Forwarded-* set) and the body, streamed as it arrives
-    respond:  1xx relayed; final head with framing re-decided (Content-Length kept, otherwise
-              chunked to HTTP/1.1 clients, until-close to HTTP/1.0); body streamed
-    101:      both connections become a Tunnel
+``DownstreamHTTP`` is the asyncio protocol of one client connection. It parses requests with
+``httptools`` (pipelined requests queue up as :class:`~wslb.server.proxy.Exchange` objects and
+are answered in order), frames the responses the exchanges hand it (Content-Length kept, else
+chunked to HTTP/1.1 clients and until-close to HTTP/1.0 ones), and owns the client-side timers:
+header and body timeouts, keep-alive idle, send timeout and the lingering close after an error.
 
 Backpressure: a full upstream write buffer pauses reading from the client and vice versa, so a
 slow reader or writer never makes wslb buffer more than the transports' high-water marks.
@@ -22,65 +15,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
-import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from wslb.balancer.endpoints import EndpointState
-from wslb.errors import (
-    BadGateway,
-    BadRequest,
-    Forbidden,
-    GatewayTimeout,
-    HTTPError,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    RequestTimeout,
-    ServiceUnavailable,
-)
-from wslb.middleware.templates import RequestContext
-from wslb.proto.engineio import (
-    UNKNOWN_SESSION,
-    NotAnOpenPacket,
-    query_params,
-    replace_sid,
-    rewrite_open_packet,
-)
-from wslb.proto.headers import forward_request_headers, forward_response_headers
+from wslb.errors import BadRequest, HTTPError, RequestTimeout
 from wslb.proto.http1 import (
     LAST_CHUNK,
-    REASON_PHRASES,
+    Lines,
     RequestHead,
     RequestParser,
-    ResponseHead,
     chunk_header,
     field,
-    request_head_bytes,
     response_head_bytes,
 )
 from wslb.proto.proxy_protocol import ProxyInfo
-from wslb.proto.websocket import is_websocket, validate_handshake
+from wslb.proto.websocket import is_websocket
 from wslb.server.output import OutBuffer
-from wslb.server.tunnel import Tunnel, proxy_header
-from wslb.server.upstream import UpstreamHTTP, open_upstream
+from wslb.server.proxy import (
+    P_DONE,
+    P_QUEUE,
+    P_UPGRADE,
+    PENDING_BODY_LIMIT,
+    S_DONE,
+    S_QUEUED,
+    Exchange,
+    Upstream,
+)
+from wslb.server.tunnel import Tunnel
 
 if TYPE_CHECKING:
-    from wslb.server.runtime import BackendState, ListenerState, RouteState, Runtime
+    from wslb.server.runtime import ListenerState, Runtime
 
 log = logging.getLogger("wslb.http")
 
 CRLF = b"\r\n"
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while an exchange waits for its upstream
 PIPELINE_LIMIT = 16  # queued requests before reading from the client pauses
-
-# reasons the downstream transport stopped reading (a bit mask)
-P_UPSTREAM = 1  # the upstream write buffer is full
-P_QUEUE = 2  # too many pipelined requests or too much body held
-P_UPGRADE = 4  # waiting for the upgrade answer
-P_DONE = 8  # the connection is closing or the parser stopped
 
 # downstream timer kinds
 T_NONE, T_FIRST, T_HEAD, T_BODY, T_KEEPALIVE, T_LINGER = range(6)
@@ -90,760 +59,8 @@ T_NONE, T_FIRST, T_HEAD, T_BODY, T_KEEPALIVE, T_LINGER = range(6)
 LINGER_TIME = 2.0
 LINGER_BYTES = 1024 * 1024
 
-# exchange states
-S_QUEUED, S_CONNECTING, S_SENT, S_RESPONDING, S_DONE, S_TUNNEL = range(6)
-
 # how the response body is framed towards the client
 M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
-
-
-# nginx add_header adds to these statuses unless "always" is given
-_ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
-
-
-class Limited(HTTPError):
-    """A rate or connection limit (ingress-nginx answers 503 unless told otherwise)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail, headers=[(b"Retry-After", b"1")])
-        self.status = status
-        self.reason = REASON_PHRASES.get(status, b"Unknown").decode()
-
-
-class Exchange:
-    """One request and its response. Attributes start at the class-level defaults below and
-    are only set when they change: a plain GET touches a handful of them."""
-
-    state = S_QUEUED
-    route: RouteState | None = None
-    endpoint: EndpointState | None = None
-    failed_endpoint: EndpointState | None = None
-    up: UpstreamHTTP | None = None
-    task: asyncio.Task[None] | None = None
-    error: HTTPError | None = None
-    attempts = 0
-    counted = False  # the endpoint's active count includes this exchange
-    reused = False  # the upstream connection came from the pool
-    retried = False
-    req_done = False  # the whole request was received from the client
-    req_sent = False  # ... and written upstream
-    resp_started = False  # response bytes went to the client
-    close_after = False
-    is_upgrade = False
-    interim = False
-    up_chunked = False
-    up_until_close = False
-    up_progress = False
-    body_received = 0
-    buffered: list[bytes] | tuple[()] = ()  # body held until the upstream is ready
-    buffered_size = 0
-    deadline = 0.0
-    upstream_paused_since = 0.0
-    set_cookie: str | None = None  # affinity cookie value to send with the response
-    conn_key: str | None = None  # client address holding a connection-limit slot
-    preflight = False  # answered as a CORS preflight
-    pinned: EndpointState | None = None  # the endpoint an Engine.IO sid names
-    eio_version: bytes | None = None  # set on a polling handshake whose open packet we tag
-    eio_head: tuple[int, bytes, list[bytes], int | None] | None = None  # held response head
-    eio_buf = b""
-    sent_at = 0.0
-
-    def __init__(self, down: DownstreamHTTP, head: RequestHead | None) -> None:
-        self.down = down
-        self.head = head if head is not None else RequestHead()
-
-    # ------------------------------------------------------------------ request side
-    def activate(self) -> None:
-        """This exchange is now first in line on its connection."""
-        if self.error is not None:
-            self.local_reply(self.error)
-            return
-        down = self.down
-        head = self.head
-        if head.method == b"CONNECT":
-            self.local_reply(MethodNotAllowed("CONNECT: wslb is not a forward proxy"))
-            return
-        listener = down.listener
-        if listener.access is not None and not listener.access.permits(down.client_addr[0]):
-            self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this listener"))
-            return
-        if listener.redirect is not None:
-            self.redirect(listener.redirect.code, listener.redirect.port)
-            return
-        route = listener.routes.match(head.host, head.path)
-        if route is None:
-            self.local_reply(NotFound(f"no route for {head.host}{head.path}"))
-            return
-        self.route = route
-        if route.cors is not None and head.method == b"OPTIONS":
-            # Preflights are answered first, as nginx's rewrite phase does for ingress-nginx.
-            lines = route.cors.response_lines(head.header(b"origin"))
-            if lines:
-                self.preflight = True
-                lines.append(b"Content-Type: text/plain charset=UTF-8\r\n")
-                lines.append(b"Content-Length: 0\r\n")
-                self.local_response(204, lines)
-                return
-        if route.access is not None and not route.access.permits(down.client_addr[0]):
-            self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this route"))
-            return
-        if route.redirect is not None and not listener.tls:
-            self.redirect(route.redirect.code, route.redirect.port)
-            return
-        if route.engineio is not None and b"EIO=" in head.query and not self._engineio(route):
-            return
-        if (route.rps is not None or route.rpm is not None or route.conn_limit is not None) and (
-            not self._within_limits(route)
-        ):
-            return
-        limit = route.max_body_size
-        if limit and (
-            (head.content_length is not None and head.content_length > limit)
-            or self.body_received > limit
-        ):
-            self.local_reply(PayloadTooLarge(f"body over {limit} bytes"))
-            return
-        if head.upgrade is not None:
-            try:
-                validate_handshake(head)
-            except HTTPError as exc:
-                self.local_reply(exc)
-                return
-            self.is_upgrade = True
-        self.connect()
-
-    def _engineio(self, route: RouteState) -> bool:
-        """Engine.IO requests: a tagged sid pins the endpoint (or is an unknown session); a
-        polling handshake gets its open packet tagged. False when answered here."""
-        assert route.engineio is not None
-        head = self.head
-        params = query_params(head.query)
-        wire = params.get(b"sid")
-        if wire is not None:
-            now = self.down.loop.time()
-            found = route.engineio.resolve(wire, route.backend.available(now))
-            if found is None:
-                return True  # not one of ours: balanced as any request
-            ep, sid = found
-            if ep is None:
-                self.unknown_session(f"sid {wire[:40]!r} names no available endpoint")
-                return False
-            self.pinned = ep
-            head.target = replace_sid(head.target, wire, sid)
-            head.query = head.target.partition(b"?")[2]
-        elif head.method == b"GET" and params.get(b"transport") == b"polling":
-            self.eio_version = params.get(b"EIO", b"4")
-        return True
-
-    def unknown_session(self, why: str) -> None:
-        """Answer as Engine.IO does for a sid it does not know: the client re-handshakes."""
-        log.info("[%s] 400 %s %s: %s", self.down.cid, self._method(), self._target(), why)
-        self.local_response(
-            400, [b"Content-Type: application/json\r\n"], UNKNOWN_SESSION, reason=b"Bad Request"
-        )
-
-    def _within_limits(self, route: RouteState) -> bool:
-        ip = self.down.client_addr[0]
-        if route.limit_exempt is not None and route.limit_exempt.permits(ip):
-            return True
-        now = self.down.loop.time()
-        for buckets in (route.rps, route.rpm):
-            if buckets is not None and not buckets.take(ip, now):
-                self.local_reply(Limited(route.limit_status, f"{ip} over the request rate"))
-                return False
-        if route.conn_limit is not None:
-            if not route.conn_limit.acquire(ip):
-                self.local_reply(Limited(route.limit_status, f"{ip} over the connection limit"))
-                return False
-            self.conn_key = ip
-        return True
-
-    def choose(self, backend: BackendState, now: float) -> EndpointState | None:
-        """The endpoint for this request: affinity cookie, hash key, or the balancer."""
-        route = self.route
-        assert route is not None
-        exclude = self.failed_endpoint
-        aff = route.affinity
-        if aff is not None:
-            value = aff.read(self.head)
-            if aff.persistent:
-                ep = aff.endpoint(value, backend.available(now)) if value else None
-                if ep is not None and ep is not exclude:
-                    return ep
-                ep = backend.pick(now, exclude)
-                if ep is not None and (exclude is None or aff.spec.change_on_failure):
-                    self.set_cookie = aff.token(ep)  # new session, or its endpoint is gone
-                return ep
-            if value is None:
-                value = aff.new_session()
-                self.set_cookie = value
-            return backend.pick_hashed(aff.ring_key(value), now, exclude)
-        if route.hash_by is not None:
-            key = route.hash_by.render(self._context())
-            return backend.pick_hashed(key, now, exclude)
-        return backend.pick(now, exclude)
-
-    def _context(self) -> RequestContext:
-        down = self.down
-        return RequestContext(self.head, down.listener.scheme, down.client_ip)
-
-    def connect(self) -> None:
-        backend = self.route.backend  # type: ignore[union-attr]
-        loop = self.down.loop
-        route = self.route
-        assert route is not None
-        if self.pinned is not None:
-            if self.failed_endpoint is self.pinned:
-                self.unknown_session(f"its endpoint {self.pinned.address} does not answer")
-                return
-            ep: EndpointState | None = self.pinned
-        elif route.affinity is None and route.hash_by is None:
-            ep = backend.pick(loop.time(), exclude=self.failed_endpoint)
-        else:
-            ep = self.choose(backend, loop.time())
-        if ep is None:
-            if self.failed_endpoint is not None:
-                self.local_reply(BadGateway(f"connect to {self.failed_endpoint.address} failed"))
-            else:
-                self.local_reply(
-                    ServiceUnavailable(
-                        f"backend {backend.name}: no healthy endpoint",
-                        headers=[(b"Retry-After", backend.retry_after)],
-                    )
-                )
-            return
-        self.endpoint = ep
-        ep.active += 1
-        self.counted = True
-        if backend.pooling:
-            pooled: UpstreamHTTP | None = backend.pools[ep].get()  # type: ignore[assignment]
-            if pooled is not None:
-                pooled.reused = True
-                self.attach(pooled)
-                return
-        self.state = S_CONNECTING
-        self.task = loop.create_task(self._connect(ep))
-
-    async def _connect(self, ep: EndpointState) -> None:
-        backend = self.route.backend  # type: ignore[union-attr]
-        down = self.down
-        loop = down.loop
-        header = None
-        if backend.spec.proxy_protocol is not None:
-            header = proxy_header(backend.spec.proxy_protocol, down.client_addr, down.local_addr)
-        pool = backend.pools.get(ep)
-        timeouts = self.route.timeouts  # type: ignore[union-attr]
-        try:
-            async with asyncio.timeout(timeouts.connect):
-                _, up = await open_upstream(
-                    loop, lambda: UpstreamHTTP(ep, pool, down.runtime.batch), backend, ep, header
-                )
-        except TimeoutError:
-            self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
-            return
-        except (OSError, ssl.SSLError) as exc:
-            self._connect_failed(ep, f"connect failed: {exc}", timeout=False)
-            return
-        self.task = None
-        if self.state != S_CONNECTING:
-            up.close()
-            return
-        ep.record_success()
-        self.attach(up)
-
-    def _connect_failed(self, ep: EndpointState, why: str, *, timeout: bool) -> None:
-        self.task = None
-        backend = self.route.backend  # type: ignore[union-attr]
-        backend.endpoint_failed(ep, self.down.loop.time(), why)
-        if self.state != S_CONNECTING:
-            return
-        self._uncount()
-        self.attempts += 1
-        log.warning("[%s] upstream %s: %s", self.down.cid, ep.address, why)
-        if self.attempts < 2:
-            self.failed_endpoint = ep
-            self.connect()
-            return
-        if timeout:
-            self.local_reply(GatewayTimeout(f"{ep.address}: {why}"))
-        else:
-            self.local_reply(BadGateway(f"{ep.address}: {why}"))
-
-    def attach(self, up: UpstreamHTTP) -> None:
-        self.up = up
-        self.reused = up.reused
-        up.exchange = self  # as up.attach(self), inlined: this runs for every request
-        up.parser.sink = self
-        up.served += 1
-        self.state = S_SENT
-        if self.down.write_paused and up.transport is not None:
-            up.transport.pause_reading()
-        self.send_request()
-
-    def send_request(self) -> None:
-        up = self.up
-        assert up is not None and up.transport is not None and self.route is not None
-        down = self.down
-        head = self.head
-        headers = forward_request_headers(
-            head,
-            client_ip=down.client_ip,
-            proto=down.listener.scheme,
-            port=down.listener.port_bytes,
-            trusted=down.trusted,
-        )
-        rules = self.route.request_set
-        if rules is not None:
-            names = {rule.lname for rule in rules}
-            headers = [ln for ln in headers if ln[: ln.find(b":")].lower() not in names]
-            ctx = self._context()
-            headers += [r.prefix + r.template.render(ctx) + b"\r\n" for r in rules]
-        if self.is_upgrade:
-            headers.append(b"Connection: Upgrade\r\n")
-            headers.append(field(b"Upgrade", head.upgrade or b"websocket"))
-        else:
-            if not self.route.backend.pooling:
-                headers.append(b"Connection: close\r\n")
-            if head.chunked:
-                headers.append(b"Transfer-Encoding: chunked\r\n")
-                self.up_chunked = True
-            elif head.content_length is not None:
-                headers.append(b"Content-Length: %d\r\n" % head.content_length)
-        out = up.out
-        out.write(request_head_bytes(head.method, head.target, headers))
-        if self.buffered:
-            chunks, self.buffered, self.buffered_size = self.buffered, (), 0
-            for chunk in chunks:
-                self._write_body(chunk)
-            self.down.resume(P_QUEUE)
-        if self.req_done:
-            self.req_sent = True
-            if self.up_chunked:
-                out.write(LAST_CHUNK)
-            self.sent_at = now = down.loop.time()
-            self.deadline = now + self.route.timeouts.read
-
-    def _write_body(self, data: bytes) -> None:
-        out = self.up.out  # type: ignore[union-attr]
-        if self.up_chunked:
-            out.write(chunk_header(len(data)))
-            out.write(data)
-            out.write(CRLF)
-        else:
-            out.write(data)
-
-    def _request_sent(self) -> None:
-        self.req_sent = True
-        self.sent_at = self.down.loop.time()
-        if self.up_chunked:
-            self.up.out.write(LAST_CHUNK)  # type: ignore[union-attr]
-        if not self.resp_started:
-            self.deadline = self.down.loop.time() + self.route.timeouts.read  # type: ignore[union-attr]
-
-    def on_body(self, data: bytes) -> None:
-        self.body_received += len(data)
-        state = self.state
-        if state == S_DONE:
-            return
-        route = self.route
-        limit = (
-            route.max_body_size if route is not None else self.down.listener.client.max_body_size
-        )
-        if limit and self.body_received > limit:
-            self.fail(PayloadTooLarge(f"body over {limit} bytes"))
-            return
-        if (state == S_SENT or state == S_RESPONDING) and not self.req_sent:
-            self._write_body(data)
-            return
-        if self.buffered:
-            self.buffered.append(data)
-        else:
-            self.buffered = [data]
-        self.buffered_size += len(data)
-        if self.buffered_size > PENDING_BODY_LIMIT:
-            self.down.pause(P_QUEUE)
-
-    def on_body_end(self) -> None:
-        self.req_done = True
-        if self.state in (S_SENT, S_RESPONDING) and not self.req_sent:
-            self._request_sent()
-
-    def fail(self, exc: HTTPError) -> None:
-        """The request went wrong on the client side (bad framing, too large)."""
-        self.close_after = True
-        if self.state == S_QUEUED:
-            self.error = exc
-            return
-        if self.state in (S_DONE, S_TUNNEL):
-            return
-        self.local_reply(exc)
-
-    # ------------------------------------------------------------------ response side
-    def on_response_head(self, rh: ResponseHead) -> None:
-        status = rh.status
-        if status < 200:
-            if status == 101:
-                return  # the parser stops after this head; on_upstream_upgrade follows
-            self.interim = True
-            if not self.resp_started:
-                self.down.interim_response(status, rh.reason, forward_response_headers(rh))
-            return
-        down = self.down
-        head = self.head
-        self.state = S_RESPONDING
-        ep = self.endpoint
-        if ep is not None and self.sent_at and self.route.backend.latency_aware:  # type: ignore[union-attr]
-            now = down.loop.time()
-            ep.observe_latency(now - self.sent_at, now)
-        headers = forward_response_headers(rh)
-        no_body = head.method == b"HEAD" or status in (204, 304)
-        length = rh.content_length
-        if not no_body and length is None:
-            self.up_until_close = not rh.chunked
-        if not rh.keep_alive and self.up is not None:
-            self.up.served = 1 << 30  # not reusable
-        if not head.keep_alive or down.closing:
-            self.close_after = True
-        route = self.route
-        if route is not None and (route.response_hooks or self.set_cookie is not None):
-            headers = self._response_rules(status, headers)
-        self.resp_started = True
-        self.deadline = 0.0
-        if self.eio_version is not None and status == 200 and not no_body:
-            # Hold the head until the open packet is in: its sid gets the endpoint's tag, and a
-            # Content-Length changes with it.
-            self.eio_head = (status, rh.reason, headers, length)
-            return
-        if down.start_response(status, rh.reason, headers, length, no_body, self.close_after):
-            self.close_after = True
-        if head.method == b"HEAD":
-            # httptools cannot be told the response to a HEAD has no body: finish here and
-            # do not reuse the connection.
-            self.finish(reusable=False)
-
-    def on_response_body(self, data: bytes) -> None:
-        if self.eio_head is not None:
-            self.eio_buf += data
-            self._tag_open_packet(complete=False)
-            return
-        self.down.response_data(data)
-
-    def _tag_open_packet(self, *, complete: bool) -> None:
-        """Rewrite the sid of the handshake's open packet, then send the held head and body."""
-        assert self.eio_head is not None and self.eio_version is not None
-        buf = self.eio_buf
-        ep = self.endpoint
-        engineio = self.route.engineio if self.route is not None else None
-        try:
-            if ep is None or engineio is None:
-                raise NotAnOpenPacket("no endpoint")
-            result = rewrite_open_packet(
-                buf, self.eio_version, lambda sid: engineio.wire_sid(ep, sid), complete
-            )
-        except NotAnOpenPacket as exc:
-            log.info("[%s] handshake body passed as it is: %s", self.down.cid, exc)
-            result = (buf[:0], 0)
-        if result is None:
-            return  # the open packet is not complete yet
-        replacement, consumed = result
-        body = replacement + buf[consumed:]
-        status, reason, headers, length = self.eio_head
-        self.eio_head = None
-        self.eio_buf = b""
-        if length is not None:
-            length += len(replacement) - consumed
-        if self.down.start_response(status, reason, headers, length, False, self.close_after):
-            self.close_after = True
-        if body:
-            self.down.response_data(body)
-
-    def flush_head(self) -> None:
-        """The upstream's body ended by closing: what is held goes now."""
-        if self.eio_head is not None:  # tag what there is of the open packet
-            self._tag_open_packet(complete=True)
-        self.down.flush_response()
-
-    def on_response_end(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        if self.state != S_RESPONDING:
-            return
-        if self.eio_head is not None:
-            self._tag_open_packet(complete=True)
-        self.down.end_response()
-        self.finish(reusable=self.req_sent and not self.up_until_close)
-
-    def on_upstream_upgrade(self, up: UpstreamHTTP, tail: bytes) -> None:
-        """The upstream answered 101; ``tail`` are bytes it sent after the head."""
-        rh = up.parser.head
-        if not self.is_upgrade:
-            up.detach()
-            up.close()
-            self.up = None
-            self.local_reply(BadGateway("upstream answered 101 to a request that did not upgrade"))
-            return
-        down = self.down
-        headers = forward_response_headers(rh)
-        if self.route is not None and (self.route.response_hooks or self.set_cookie is not None):
-            headers = self._response_rules(101, headers)
-        down.switching_protocols(rh.reason, headers, rh.upgrade or b"websocket")
-        self.resp_started = True
-        self.state = S_TUNNEL
-        up.detach()
-        self.up = None
-        assert self.route is not None and self.endpoint is not None and up.transport is not None
-        tunnel = Tunnel(
-            down.runtime, down.cid, "websocket", self.endpoint, self.route.timeouts.tunnel
-        )
-        self.counted = False  # the tunnel owns the endpoint's active count now
-        if self.conn_key is not None:  # ... and the client's connection-limit slot
-            limiter, key = self.route.conn_limit, self.conn_key
-            self.conn_key = None
-            tunnel.on_close = lambda: limiter.release(key)  # type: ignore[union-attr]
-        down.become_tunnel(self, tunnel, up, tail)
-
-    def upstream_write_paused(self) -> None:
-        self.upstream_paused_since = self.down.loop.time()
-        self.down.pause(P_UPSTREAM)
-
-    def upstream_write_resumed(self) -> None:
-        self.upstream_paused_since = 0.0
-        self.down.resume(P_UPSTREAM)
-
-    def upstream_eof(self) -> None:
-        if self.state == S_RESPONDING and self.up_until_close:
-            self.flush_head()
-            self.down.end_response()
-            self.finish(reusable=False)
-
-    def upstream_failed(self, exc: HTTPError) -> None:
-        """The upstream sent something unparseable."""
-        log.warning("[%s] upstream %s: %s", self.down.cid, self._ep_name(), exc)
-        self._drop_upstream()
-        if self.state in (S_SENT, S_CONNECTING):
-            self.local_reply(exc if exc.status >= 500 else BadGateway(str(exc)))
-        elif self.state == S_RESPONDING:
-            self.abort("invalid response body from upstream")
-
-    def upstream_lost(self, exc: Exception | None) -> None:
-        self.up = None
-        state = self.state
-        if state in (S_DONE, S_TUNNEL, S_QUEUED, S_CONNECTING):
-            return
-        if state == S_RESPONDING:
-            self.flush_head()
-            if self.up_until_close:
-                self.down.end_response()
-                self.finish(reusable=False)
-            else:
-                self.abort(f"upstream {self._ep_name()} closed mid-response")
-            return
-        # S_SENT: nothing of a response arrived yet
-        if (
-            self.reused
-            and not self.retried
-            and self.head.method in IDEMPOTENT
-            and not self.head.has_body
-        ):
-            # A pooled connection the backend had closed: try again, transparently.
-            self._uncount()
-            self.retried = True
-            self.reused = False
-            self.state = S_QUEUED
-            self.connect()
-            return
-        self.local_reply(BadGateway(f"upstream {self._ep_name()} closed before responding: {exc}"))
-
-    # ------------------------------------------------------------------ timers
-    def sweep(self, now: float) -> None:
-        state = self.state
-        if state == S_SENT and self.deadline and now >= self.deadline:
-            self.local_reply(
-                GatewayTimeout(
-                    f"upstream {self._ep_name()} sent no response within "
-                    f"{self.route.timeouts.read:g}s"  # type: ignore[union-attr]
-                )
-            )
-        elif state == S_RESPONDING:
-            if self.up_progress:
-                self.up_progress = False
-                self.deadline = now + self.route.timeouts.read  # type: ignore[union-attr]
-            elif self.deadline == 0.0:
-                self.deadline = now + self.route.timeouts.read  # type: ignore[union-attr]
-            elif now >= self.deadline and not self.down.write_paused:
-                self.abort(f"upstream {self._ep_name()} stalled mid-response")
-        if (
-            self.upstream_paused_since
-            and state in (S_SENT, S_RESPONDING)
-            and now - self.upstream_paused_since >= self.route.timeouts.send  # type: ignore[union-attr]
-        ):
-            self.abort(f"upstream {self._ep_name()} stopped reading the request")
-
-    # ------------------------------------------------------------------ endings
-    def _ep_name(self) -> str:
-        return self.endpoint.address if self.endpoint is not None else "?"
-
-    def _uncount(self) -> None:
-        if self.counted and self.endpoint is not None:
-            self.endpoint.active -= 1
-        self.counted = False
-
-    def _drop_upstream(self) -> None:
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
-            up.close()
-
-    def _cancel_connect(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
-
-    def local_reply(self, exc: HTTPError) -> None:
-        """Answer an error from wslb itself, logged once with the connection id."""
-        down = self.down
-        if self.resp_started:
-            self._cancel_connect()
-            self._drop_upstream()
-            self._uncount()
-            self.abort(str(exc))
-            return
-        status = exc.status
-        if status >= 500:
-            log.warning("[%s] %d %s %s: %s", down.cid, status, self._method(), self._target(), exc)
-        else:
-            log.info("[%s] %d %s %s: %s", down.cid, status, self._method(), self._target(), exc)
-        if status in (400, 408, 413, 414, 431, 505):
-            self.close_after = True
-        body = f"{status} {exc.reason}\n".encode()
-        lines = [b"Content-Type: text/plain; charset=utf-8\r\n"]
-        lines += [field(n, v) for n, v in exc.headers]
-        self.local_response(status, lines, body, reason=exc.reason.encode())
-
-    def redirect(self, code: int, port: int | None) -> None:
-        """Send the client to the same URL over HTTPS."""
-        down = self.down
-        host = self.head.host or down.local_addr[0]
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if port is not None and port != 443:
-            name = f"{name}:{port}"
-        location = b"https://" + name.encode("latin-1") + self.head.target
-        body = b'<html><body>Redirecting to <a href="%s">%s</a></body></html>\n' % (
-            location,
-            location,
-        )
-        self.local_response(
-            code,
-            [b"Location: " + location + b"\r\n", b"Content-Type: text/html\r\n"],
-            body,
-        )
-
-    def local_response(
-        self, status: int, lines: list[bytes], body: bytes = b"", reason: bytes | None = None
-    ) -> None:
-        """Answer from wslb itself (errors, redirects, CORS preflights); the route's response
-        rules apply as to any response."""
-        down = self.down
-        self._cancel_connect()
-        self._drop_upstream()
-        self._uncount()
-        if not self.req_done or not self.head.keep_alive or down.closing:
-            self.close_after = True
-        if self.route is not None:
-            lines = self._response_rules(status, lines)
-        down.local_response(
-            status,
-            reason or REASON_PHRASES.get(status, b"Unknown"),
-            lines,
-            body if self.head.method != b"HEAD" else b"",
-            len(body),
-            self.close_after,
-        )
-        self.resp_started = True
-        self.state = S_RESPONDING
-        self.finish(reusable=False)
-
-    def _response_rules(self, status: int, lines: list[bytes]) -> list[bytes]:
-        """The route's response middlewares: CORS, affinity cookie, header rules."""
-        route = self.route
-        assert route is not None
-        if route.cors is not None and not self.preflight:
-            lines += route.cors.response_lines(self.head.header(b"origin"))
-        if self.set_cookie is not None and route.affinity is not None:
-            lines.append(
-                route.affinity.set_cookie(
-                    self.set_cookie,
-                    tls=self.down.listener.tls,
-                    user_agent=self.head.header(b"user-agent"),
-                    now=time.time(),
-                )
-            )
-        if route.response_set is not None or route.response_add is not None:
-            ctx = self._context()
-            if route.response_set is not None:
-                names = {rule.lname for rule in route.response_set}
-                lines = [ln for ln in lines if ln[: ln.find(b":")].lower() not in names]
-                lines += [r.prefix + r.template.render(ctx) + b"\r\n" for r in route.response_set]
-            if route.response_add is not None:
-                success = status < 400 and status in _ADD_HEADER_STATUSES
-                lines += [
-                    r.prefix + r.template.render(ctx) + b"\r\n"
-                    for r in route.response_add
-                    if r.always or success
-                ]
-        return lines
-
-    def _method(self) -> str:
-        return self.head.method.decode("latin-1")
-
-    def _target(self) -> str:
-        return self.head.target[:200].decode("latin-1")
-
-    def _release_limits(self) -> None:
-        key = self.conn_key
-        if key is not None:
-            self.conn_key = None
-            self.route.conn_limit.release(key)  # type: ignore[union-attr]
-
-    def finish(self, *, reusable: bool) -> None:
-        if self.state == S_DONE:
-            return
-        self.state = S_DONE
-        self._uncount()
-        self._release_limits()
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.detach()
-            pool = up.pool
-            if (
-                reusable
-                and pool is not None
-                and not self.down.runtime.draining
-                and pool.put(up, self.down.loop.time())
-            ):
-                if self.down.write_paused and up.transport is not None:
-                    up.transport.resume_reading()  # paused for this client; idle, it must read
-            else:
-                up.close()
-        if self.upstream_paused_since:
-            self.upstream_paused_since = 0.0
-            self.down.resume(P_UPSTREAM)
-        if not self.req_done:
-            self.close_after = True
-        self.down.exchange_finished(self)
-
-    def abort(self, why: str) -> None:
-        """Give up mid-flight: close both connections (a response may be truncated)."""
-        log.warning("[%s] aborted %s %s: %s", self.down.cid, self._method(), self._target(), why)
-        self._cancel_connect()
-        self._drop_upstream()
-        self._uncount()
-        self._release_limits()
-        self.state = S_DONE
-        self.down.close()
 
 
 class DownstreamHTTP(asyncio.Protocol):
@@ -861,6 +78,7 @@ class DownstreamHTTP(asyncio.Protocol):
         "listener",
         "local_addr",
         "loop",
+        "makes_ws_key",
         "mode",
         "out",
         "parser",
@@ -911,6 +129,7 @@ class DownstreamHTTP(asyncio.Protocol):
         self.held = b""  # a response head waiting for its first body bytes
         self.mode = M_NONE  # how the current response body is framed
         self.version11 = True
+        self.makes_ws_key = False  # the client sends its own Sec-WebSocket-Key
         self.client_ip = b"0.0.0.0"
         self.client_addr: tuple[str, int] = ("0.0.0.0", 0)
         self.local_addr: tuple[str, int] = ("0.0.0.0", 0)
@@ -1060,13 +279,18 @@ class DownstreamHTTP(asyncio.Protocol):
             out.write(data)
             out.write(CRLF)
 
-    def end_response(self) -> None:
+    def end_response(self, trailers: Lines | None = None) -> None:
         head = self.held
-        if head:
+        if self.mode == M_CHUNKED:
+            last = b"".join((b"0\r\n", *trailers, b"\r\n")) if trailers else LAST_CHUNK
+            if head:
+                self.held = b""
+                self.write(head + last)
+            else:
+                self.write(last)
+        elif head:
             self.held = b""
-            self.write(head + LAST_CHUNK if self.mode == M_CHUNKED else head)
-        elif self.mode == M_CHUNKED:
-            self.write(LAST_CHUNK)
+            self.write(head)
         self.mode = M_NONE
 
     def flush_response(self) -> None:
@@ -1215,7 +439,7 @@ class DownstreamHTTP(asyncio.Protocol):
             self.pause(P_UPGRADE)
 
     def become_tunnel(
-        self, ex: Exchange, tunnel: Tunnel, up: UpstreamHTTP, upstream_tail: bytes
+        self, ex: Exchange, tunnel: Tunnel, up: Upstream, upstream_tail: bytes
     ) -> None:
         assert self.transport is not None and up.transport is not None
         self.queue.clear()
@@ -1226,7 +450,7 @@ class DownstreamHTTP(asyncio.Protocol):
         self.tail = []
         # The relays write to the transports directly: what is held goes first.
         self.out.flush()
-        up.out.flush()
+        up.flush()
         tunnel.start(
             self.transport,
             up.transport,

@@ -1,8 +1,9 @@
 """Connections to endpoints: opening them (TCP, TLS, PROXY header) and the HTTP/1.1 client side.
 
-``UpstreamHTTP`` belongs to at most one :class:`~wslb.server.http1.Exchange` at a time and hands
-the parsed response to it; between exchanges it idles in a :class:`~wslb.server.pool.Pool`, where
-any byte or EOF from the backend closes it.
+``UpstreamHTTP`` belongs to at most one :class:`~wslb.server.proxy.Exchange` at a time: it frames
+the request the exchange sends (chunked when the length is unknown) and hands the parsed response
+to it; between exchanges it idles in a :class:`~wslb.server.pool.Pool`, where any byte or EOF
+from the backend closes it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from wslb.balancer.endpoints import EndpointState
 from wslb.errors import BadGateway, HTTPError
-from wslb.proto.http1 import ResponseHead, ResponseParser
+from wslb.proto.http1 import (
+    CRLF,
+    LAST_CHUNK,
+    Lines,
+    ResponseHead,
+    ResponseParser,
+    chunk_header,
+    field,
+    request_head_bytes,
+)
 from wslb.server.output import OutBuffer, WriteBatch
 
 if TYPE_CHECKING:
-    from wslb.server.http1 import Exchange
     from wslb.server.pool import Pool
+    from wslb.server.proxy import Exchange
     from wslb.server.runtime import BackendState
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -61,6 +71,7 @@ async def open_upstream(
 
 class UpstreamHTTP(asyncio.Protocol):
     __slots__ = (
+        "chunked",
         "closed",
         "endpoint",
         "exchange",
@@ -86,11 +97,63 @@ class UpstreamHTTP(asyncio.Protocol):
         self.closed = True  # until connected
         self.write_paused = False
         self.reused = False
+        self.chunked = False  # the request body being sent is chunked
+
+    h2 = False
+
+    @property
+    def response_head(self) -> ResponseHead:
+        return self.parser.head
 
     def attach(self, exchange: Exchange) -> None:
         """Serve ``exchange``: the response parser reports to it directly."""
         self.exchange = exchange
         self.parser.sink = exchange
+        self.served += 1
+        self.chunked = False
+
+    # ---- the request, as the exchange sends it
+    def send_head(self, ex: Exchange, lines: Lines) -> None:
+        head = ex.head
+        if ex.is_upgrade:
+            lines.append(b"Connection: Upgrade\r\n")
+            lines.append(field(b"Upgrade", head.upgrade or b"websocket"))
+        else:
+            if self.pool is None:
+                lines.append(b"Connection: close\r\n")
+            if head.chunked:
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+                self.chunked = True
+            elif head.content_length is not None:
+                lines.append(b"Content-Length: %d\r\n" % head.content_length)
+        self.out.write(request_head_bytes(head.method, head.target, lines))
+
+    def send_body(self, data: bytes) -> None:
+        out = self.out
+        if self.chunked:
+            out.write(chunk_header(len(data)))
+            out.write(data)
+            out.write(CRLF)
+        else:
+            out.write(data)
+
+    def end_body(self, trailers: Lines | None) -> None:
+        if self.chunked:
+            self.out.write(b"".join((b"0\r\n", *trailers, CRLF)) if trailers else LAST_CHUNK)
+
+    def forbid_reuse(self) -> None:
+        self.served = 1 << 30
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def flush(self) -> None:
+        self.out.flush()
 
     def detach(self) -> None:
         self.exchange = None
