@@ -112,6 +112,10 @@ class ClientSpec(Spec):
     max_uri_size: Size = 8 * 1024
     max_header_size: Size = 32 * 1024
     max_headers: int = Field(default=100, ge=1, le=10000)
+    # HTTP/2: streams a client may have open at once (nginx: 128, HAProxy: 100) and the
+    # receive window of each (what wslb may have to hold for a stream whose upstream is slow).
+    max_concurrent_streams: int = Field(default=128, ge=1, le=10000)
+    stream_window: Size = Field(default=256 * 1024, ge=65535, le=2**31 - 1)
 
 
 # --------------------------------------------------------------------------- TLS
@@ -248,7 +252,10 @@ class DiscoverySpec(Spec):
 
 class BackendSpec(Spec):
     name: str = Field(min_length=1)
-    protocol: Literal["http", "https", "tcp"] = "http"
+    protocol: Literal["http", "https", "http2", "h2c", "tcp"] = Field(
+        default="http",
+        description="http2: HTTP/2 over TLS (ALPN h2); h2c: HTTP/2 in clear (prior knowledge)",
+    )
     endpoints: tuple[Annotated[EndpointSpec, BeforeValidator(_endpoint)], ...] = ()
     balance: Literal["round_robin", "least_connections", "ewma"] = "round_robin"
     timeouts: TimeoutsSpec = TimeoutsSpec()
@@ -259,6 +266,19 @@ class BackendSpec(Spec):
     proxy_protocol: Literal["v1", "v2"] | None = None
     retry_after: int = Field(default=5, ge=0, description="Retry-After seconds on 503")
     discovery: DiscoverySpec | None = None
+
+    @model_validator(mode="after")
+    def _h2(self) -> BackendSpec:
+        if self.protocol in ("http2", "h2c") and self.proxy_protocol is not None:
+            raise ValueError(
+                "proxy_protocol cannot go with an HTTP/2 backend: one connection carries the "
+                "requests of many clients"
+            )
+        return self
+
+    @property
+    def http2(self) -> bool:
+        return self.protocol in ("http2", "h2c")
 
 
 # --------------------------------------------------------------------------- middlewares
@@ -409,6 +429,11 @@ class ListenerSpec(Spec):
     address: str = "0.0.0.0"
     port: int = Field(ge=0, le=65535)
     protocol: Literal["tcp", "http", "https"]
+    http2: bool | None = Field(
+        default=None,
+        description="serve HTTP/2: ALPN h2 on https listeners (default on), h2c with prior "
+        "knowledge on http listeners (default off)",
+    )
     tls: ListenerTLSSpec | None = None
     backend: str | None = Field(default=None, description="tcp listeners: where bytes go")
     proxy_protocol: bool = Field(default=False, description="expect a PROXY v1/v2 header")
@@ -450,7 +475,15 @@ class ListenerSpec(Spec):
             raise ValueError(f"tls is only for https listeners, not {self.protocol}")
         if self.protocol == "tcp" and self.backend is None:
             raise ValueError("a tcp listener needs a backend")
+        if self.protocol == "tcp" and self.http2:
+            raise ValueError("http2 is for http and https listeners")
         return self
+
+    @property
+    def serves_http2(self) -> bool:
+        if self.protocol == "tcp":
+            return False
+        return self.http2 if self.http2 is not None else self.protocol == "https"
 
 
 class ServerSpec(Spec):

@@ -34,7 +34,7 @@ def validate_handshake(head: RequestHead) -> None:
     """Raise an HTTPError unless ``head`` is a well-formed WebSocket opening handshake."""
     if head.method != b"GET":
         raise BadRequest("WebSocket upgrade on a method other than GET")
-    if head.version != "1.1":
+    if head.version not in ("1.1", "2"):  # "2": an extended CONNECT (RFC 8441), mapped
         raise BadRequest("WebSocket upgrade needs HTTP/1.1")
     if head.has_body:
         raise BadRequest("WebSocket handshake with a body")

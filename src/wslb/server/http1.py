@@ -28,6 +28,7 @@ from wslb.proto.http1 import (
     field,
     response_head_bytes,
 )
+from wslb.proto.http2 import PREFACE
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import is_websocket
 from wslb.server.output import OutBuffer
@@ -36,7 +37,6 @@ from wslb.server.proxy import (
     P_QUEUE,
     P_UPGRADE,
     PENDING_BODY_LIMIT,
-    S_DONE,
     S_QUEUED,
     Exchange,
     Upstream,
@@ -141,6 +141,11 @@ class DownstreamHTTP(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        if self.listener.http2 and self.listener.tls:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+                self._hand_over(b"")
+                return
         self.out.transport = transport
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
@@ -177,6 +182,20 @@ class DownstreamHTTP(asyncio.Protocol):
         if self.closing and not self.queue:
             return
         timer = self.timer
+        if timer == T_FIRST and self.listener.h2c:
+            # HTTP/2 with prior knowledge starts with the connection preface.
+            seen = b"".join((*self.tail, data))
+            n = min(len(seen), len(PREFACE))
+            if seen[:n] == PREFACE[:n]:
+                if n < len(PREFACE):
+                    self.tail = [seen]
+                    return
+                self.runtime.sweeper.discard(self)
+                self.runtime.unregister(self)
+                self._hand_over(seen)
+                return
+            self.tail = []
+            data = seen
         if timer == T_KEEPALIVE or timer == T_NONE or timer == T_FIRST:
             # bytes of a new request: its head must be complete within header_timeout
             self.timer = T_HEAD
@@ -204,11 +223,7 @@ class DownstreamHTTP(asyncio.Protocol):
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
         for ex in list(self.queue):
-            ex._cancel_connect()
-            ex._drop_upstream()
-            ex._uncount()
-            ex._release_limits()
-            ex.state = S_DONE
+            ex.client_gone()
         self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -491,6 +506,23 @@ class DownstreamHTTP(asyncio.Protocol):
         if not self.parser.in_head and self.timer != T_BODY:
             self.timer = T_KEEPALIVE
             self.deadline = self.loop.time() + self.listener.client.keepalive_timeout
+
+    def _hand_over(self, data: bytes) -> None:
+        """The client speaks HTTP/2: the connection goes to an H2Downstream."""
+        from wslb.server.http2 import H2Downstream
+
+        transport = self.transport
+        assert transport is not None
+        self.closed = True
+        session = H2Downstream(self.runtime, self.listener, self.proxy)
+        transport.set_protocol(session)
+        session.connection_made(transport)
+        if data:
+            session.data_received(data)
+
+    def abort_response(self) -> None:
+        """A response cannot be completed: closing the connection tells the client."""
+        self.close()
 
     def close(self) -> None:
         if self.closed or self.lingering:

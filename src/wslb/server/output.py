@@ -14,6 +14,11 @@ flushes first.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
 
 
 class OutBuffer:
@@ -51,9 +56,9 @@ class WriteBatch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pending: list[OutBuffer] = []
+        self.pending: list[Flushable] = []
 
-    def add(self, buf: OutBuffer) -> None:
+    def add(self, buf: Flushable) -> None:
         if not self.pending:
             # call_soon runs after the I/O callbacks of this iteration.
             self.loop.call_soon(self.run)

@@ -79,10 +79,13 @@ class Downstream(Protocol):
     client_ip: bytes
     local_addr: tuple[str, int]
     trusted: bool
-    closing: bool
-    write_paused: bool
     held: bytes  # a response head waiting for body bytes (flushed after an upstream read)
     makes_ws_key: bool  # WebSocket requests arrive as extended CONNECT: wslb makes the key
+
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def write_paused(self) -> bool: ...
 
     def pause(self, reason: int) -> None: ...
     def resume(self, reason: int) -> None: ...
@@ -104,7 +107,7 @@ class Downstream(Protocol):
         self, status: int, reason: bytes, lines: Lines, body: bytes, length: int, close: bool
     ) -> None: ...
     def exchange_finished(self, ex: Exchange) -> None: ...
-    def close(self) -> None: ...
+    def abort_response(self) -> None: ...
     def become_tunnel(self, ex: Exchange, tunnel: Tunnel, up: Upstream, tail: bytes) -> None: ...
 
 
@@ -116,9 +119,12 @@ class Upstream(Protocol):
     endpoint: EndpointState
     pool: Pool | None
     reused: bool
-    write_paused: bool
-    transport: asyncio.Transport | None  # what a tunnel relays to, once upgraded
     h2: bool  # an HTTP/2 stream: an upgrade is an extended CONNECT (no Accept to check)
+
+    @property
+    def write_paused(self) -> bool: ...
+    @property
+    def transport(self) -> asyncio.Transport | None: ...  # what a tunnel relays to, once upgraded
 
     @property
     def response_head(self) -> ResponseHead: ...
@@ -352,6 +358,14 @@ class Exchange:
         self.endpoint = ep
         ep.active += 1
         self.counted = True
+        if backend.h2 is not None:
+            stream = backend.h2.stream_now(ep, self)
+            if stream is not None:
+                self.attach(stream)
+                return
+            self.state = S_CONNECTING
+            self.task = loop.create_task(self._connect_h2(ep))
+            return
         if backend.pooling:
             pooled: Upstream | None = backend.pools[ep].get()  # type: ignore[assignment]
             if pooled is not None:
@@ -375,6 +389,27 @@ class Exchange:
                 _, up = await open_upstream(
                     loop, lambda: UpstreamHTTP(ep, pool, down.runtime.batch), backend, ep, header
                 )
+        except TimeoutError:
+            self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
+            return
+        except (OSError, ssl.SSLError) as exc:
+            self._connect_failed(ep, f"connect failed: {exc}", timeout=False)
+            return
+        self.task = None
+        if self.state != S_CONNECTING:
+            up.close()
+            return
+        ep.record_success()
+        self.attach(up)
+
+    async def _connect_h2(self, ep: EndpointState) -> None:
+        """A stream on a new (or soon ready) HTTP/2 connection to ``ep``."""
+        h2 = self.route.backend.h2  # type: ignore[union-attr]
+        assert h2 is not None
+        timeouts = self.route.timeouts  # type: ignore[union-attr]
+        try:
+            async with asyncio.timeout(timeouts.connect):
+                up = await h2.stream(ep, self)
         except TimeoutError:
             self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
             return
@@ -867,4 +902,12 @@ class Exchange:
         self._uncount()
         self._release_limits()
         self.state = S_DONE
-        self.down.close()
+        self.down.abort_response()
+
+    def client_gone(self) -> None:
+        """The client went away (connection closed, stream reset): drop everything."""
+        self._cancel_connect()
+        self._drop_upstream()
+        self._uncount()
+        self._release_limits()
+        self.state = S_DONE

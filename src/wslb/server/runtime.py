@@ -38,6 +38,7 @@ from wslb.server.clock import Sweeper, interval_for
 from wslb.server.output import WriteBatch
 from wslb.server.pool import Pool
 from wslb.server.tls import client_context, server_context
+from wslb.server.upstream_h2 import H2Connections
 
 if TYPE_CHECKING:
     from wslb.server.healthcheck import HealthChecker
@@ -63,9 +64,14 @@ class BackendState:
             self.pools = {
                 ep: Pool(ka.max_idle, ka.idle_timeout, ka.max_requests) for ep in self.endpoints
             }
-        self.ssl_context: ssl.SSLContext | None = (
-            client_context(spec.tls) if spec.protocol == "https" else None
-        )
+        tls = spec.protocol in ("https", "http2")
+        # HTTP/1.1 connections (https; and for an http2 backend, health checks and WebSockets
+        # when it does not take extended CONNECT)
+        self.ssl_context: ssl.SSLContext | None = client_context(spec.tls) if tls else None
+        self.h2: H2Connections | None = None
+        if spec.http2:
+            h2_tls = client_context(spec.tls, ("h2",)) if spec.protocol == "http2" else None
+            self.h2 = H2Connections(self, h2_tls)
         self.server_hostname = spec.tls.server_name
         self._available: list[EndpointState] | None = None
         self._available_until = 0.0
@@ -237,6 +243,8 @@ class ListenerState:
         self.client = spec.client
         self.tls = spec.protocol == "https"
         self.scheme = b"https" if self.tls else b"http"
+        self.http2 = spec.serves_http2
+        self.h2c = self.http2 and not self.tls  # plain listener: HTTP/2 with prior knowledge
         self.port_bytes = str(spec.port).encode()  # replaced by the bound port at start
         self.trusted: tuple[Network, ...] = tuple(
             ipaddress.ip_network(c, strict=False) for c in spec.trusted_proxies
@@ -255,7 +263,10 @@ class ListenerState:
         self.access = access if access else None
         self.ssl_context: ssl.SSLContext | None = None
         if spec.tls is not None:
-            self.ssl_context = server_context(spec.tls.all_certificates(), spec.tls.min_version)
+            alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
+            self.ssl_context = server_context(
+                spec.tls.all_certificates(), spec.tls.min_version, alpn
+            )
 
     def is_trusted(self, ip: str) -> bool:
         if not self.trusted:

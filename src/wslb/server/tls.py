@@ -95,10 +95,10 @@ def server_context(
     return default
 
 
-def client_context(spec: UpstreamTLSSpec) -> ssl.SSLContext:
+def client_context(spec: UpstreamTLSSpec, alpn: Sequence[str] = ("http/1.1",)) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     if spec.verify:
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -42,11 +43,21 @@ async def open_upstream(
     endpoint: EndpointState,
     proxy_header: bytes | None,
 ) -> tuple[asyncio.Transport, P]:
-    """Connect to ``endpoint``; with a PROXY header, it goes first, before any TLS handshake."""
+    """Connect to ``endpoint`` as ``backend`` says (TLS or not)."""
     ctx = backend.ssl_context
-    server_hostname = None
-    if ctx is not None:
-        server_hostname = backend.server_hostname or endpoint.host
+    server_hostname = (backend.server_hostname or endpoint.host) if ctx is not None else None
+    return await connect_endpoint(loop, factory, endpoint, ctx, server_hostname, proxy_header)
+
+
+async def connect_endpoint(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    endpoint: EndpointState,
+    ctx: ssl.SSLContext | None,
+    server_hostname: str | None,
+    proxy_header: bytes | None,
+) -> tuple[asyncio.Transport, P]:
+    """Connect to ``endpoint``; with a PROXY header, it goes first, before any TLS handshake."""
     if proxy_header is None:
         transport, proto = await loop.create_connection(
             factory, endpoint.host, endpoint.port, ssl=ctx, server_hostname=server_hostname
@@ -131,6 +142,8 @@ class UpstreamHTTP(asyncio.Protocol):
     def send_body(self, data: bytes) -> None:
         out = self.out
         if self.chunked:
+            if not data:
+                return  # an empty chunk would end the body
             out.write(chunk_header(len(data)))
             out.write(data)
             out.write(CRLF)
