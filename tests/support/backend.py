@@ -8,8 +8,15 @@ Routes:
   /bytes/N[?chunked=1]     N bytes (streamed in 64 KiB pieces; Content-Length unless chunked)
   /status/N                an empty response with that status
   /slow?delay=S            waits S seconds before the response head (any path with delay=S too)
+  /trailers               a chunked body followed by trailers (x-checksum, grpc-status)
+  /page                    an HTML page whose script opens a WebSocket to /ws on its own
+                           origin, exchanges 20 messages and puts the result in window.result
   /ws                      WebSocket echo; a text "close:CODE" closes with CODE;
-                           "whoami" answers the server name; "bytes:N" answers N bytes
+                           "whoami" answers the server name; "bytes:N" answers N bytes;
+                           "version" answers the HTTP version the handshake came in
+
+``--server hypercorn`` serves the same app with Hypercorn instead: HTTP/1.1 and HTTP/2 (ALPN
+h2 with TLS, prior knowledge in clear) and WebSockets over HTTP/2 streams (RFC 8441).
 """
 
 from __future__ import annotations
@@ -26,6 +33,21 @@ import uvicorn
 import uvloop
 
 NAME = os.environ.get("BACKEND_NAME", "backend")
+
+
+PAGE = b"""<!doctype html><title>ws</title><body><script>
+window.result = null;
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+const got = [];
+ws.onopen = () => { for (let i = 0; i < 20; i++) ws.send("message " + i); };
+ws.onmessage = (e) => {
+  got.push(e.data);
+  if (got.length === 20) { ws.send("whoami"); }
+  else if (got.length === 21) { window.result = { echoes: got.slice(0, 20), server: got[20] }; }
+};
+ws.onerror = () => { window.result = { error: true }; };
+</script></body>
+"""
 
 
 async def _read_body(receive: Any) -> tuple[int, str]:
@@ -73,6 +95,37 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": piece, "more_body": sent < n})
         if n == 0:
             await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/page":
+        await _read_body(receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/html; charset=utf-8")],
+            }
+        )
+        await send({"type": "http.response.body", "body": PAGE})
+        return
+    if path == "/trailers":
+        await _read_body(receive)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-server", NAME.encode())],
+                "trailers": True,
+            }
+        )
+        await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
+        await send({"type": "http.response.body", "body": b"part2", "more_body": False})
+        await send(
+            {
+                "type": "http.response.trailers",
+                "headers": [(b"x-checksum", b"abc123"), (b"grpc-status", b"0")],
+                "more_trailers": False,
+            }
+        )
         return
     if path.startswith("/status/"):
         status = int(path.split("/")[2])
@@ -136,6 +189,9 @@ async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if text == "whoami":
                 await send({"type": "websocket.send", "text": NAME})
                 continue
+            if text == "version":
+                await send({"type": "websocket.send", "text": str(scope.get("http_version"))})
+                continue
             if text.startswith("bytes:"):
                 await send({"type": "websocket.send", "bytes": b"x" * int(text[6:])})
                 continue
@@ -152,11 +208,15 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--server", choices=("uvicorn", "hypercorn"), default="uvicorn")
     args = ap.parse_args()
     NAME = args.name
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
+    if args.server == "hypercorn":
+        _hypercorn(sock, args)
+        return
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -182,6 +242,49 @@ def main() -> None:
         await task
 
     uvloop.run(run())
+
+
+def _write_ready(path: str, port: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"port": port, "pid": os.getpid()}, fh)
+    os.replace(tmp, path)
+
+
+def _hypercorn(sock: socket.socket, args: argparse.Namespace) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.loglevel = "WARNING"
+    config.websocket_max_message_size = 64 * 1024 * 1024
+    config.keep_alive_timeout = 30
+    if args.tls_cert:
+        config.certfile = args.tls_cert
+        config.keyfile = args.tls_key
+    port = sock.getsockname()[1]
+
+    async def run() -> None:
+        task = asyncio.create_task(serve(app, config))  # type: ignore[arg-type]
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:  # ready once it accepts connections
+            if task.done():
+                task.result()
+                return
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
+                continue
+            w.close()
+            break
+        _write_ready(args.ready_file, port)
+        await task
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

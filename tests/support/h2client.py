@@ -43,6 +43,7 @@ class _Stream:
         self.data: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.trailers: list[Header] = []
         self.reset: int | None = None
+        self.ended = False
         self.informational: list[list[Header]] = []
 
 
@@ -57,8 +58,10 @@ class H2Client:
         self.window = asyncio.Event()
         self.settings = asyncio.Event()
         self.goaway: h2.events.ConnectionTerminated | None = None
+        self.goaway_seen = asyncio.Event()
         self.closed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.held: dict[int, int] = {}  # streams whose received data is not acknowledged
 
     @classmethod
     async def connect(
@@ -106,6 +109,7 @@ class H2Client:
             for s in self.streams.values():
                 if not s.headers.done():
                     s.headers.set_exception(ConnectionError("connection closed"))
+                    s.headers.exception()  # retrieved: no warning when nobody waits
                 s.data.put_nowait(None)
 
     def _event(self, ev: h2.events.Event) -> None:
@@ -119,7 +123,9 @@ class H2Client:
                 s.informational.append(list(ev.headers or []))
         elif isinstance(ev, h2.events.DataReceived):
             assert ev.stream_id is not None and ev.data is not None
-            if ev.flow_controlled_length:
+            if ev.stream_id in self.held:
+                self.held[ev.stream_id] += ev.flow_controlled_length
+            elif ev.flow_controlled_length:
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             s = self.streams.get(ev.stream_id)
             if s is not None:
@@ -131,13 +137,17 @@ class H2Client:
         elif isinstance(ev, h2.events.StreamEnded):
             s = self.streams.get(ev.stream_id)
             if s is not None:
+                s.ended = True
                 s.data.put_nowait(None)
         elif isinstance(ev, h2.events.StreamReset):
             s = self.streams.get(ev.stream_id)
-            if s is not None:
+            if s is not None and s.ended and ev.error_code == 0:
+                pass  # "stop sending" after a complete response (RFC 9113 8.1)
+            elif s is not None:
                 s.reset = ev.error_code
                 if not s.headers.done():
                     s.headers.set_exception(ConnectionResetError(f"reset {ev.error_code}"))
+                    s.headers.exception()
                 s.data.put_nowait(None)
         elif isinstance(ev, h2.events.WindowUpdated):
             self.window.set()
@@ -146,6 +156,7 @@ class H2Client:
             self.window.set()
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.goaway = ev
+            self.goaway_seen.set()
             # keep reading: streams below last_stream_id may still finish (RFC 9113 6.8)
             state = h2.connection.ConnectionState
             self.conn.state_machine.state = state.CLIENT_OPEN
@@ -189,6 +200,16 @@ class H2Client:
             self.flush()
         if end_stream:
             self.conn.end_stream(sid)
+            self.flush()
+
+    def hold(self, sid: int) -> None:
+        """Stop giving back window for ``sid``: a reader that does not read."""
+        self.held.setdefault(sid, 0)
+
+    def release(self, sid: int) -> None:
+        n = self.held.pop(sid, 0)
+        if n:
+            self.conn.acknowledge_received_data(n, sid)
             self.flush()
 
     def reset(self, sid: int, code: int = 8) -> None:

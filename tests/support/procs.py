@@ -95,7 +95,11 @@ class Proc:
 
 
 def start_backend(
-    name: str, workdir: Path, tls: tuple[str, str] | None = None, port: int = 0
+    name: str,
+    workdir: Path,
+    tls: tuple[str, str] | None = None,
+    port: int = 0,
+    server: str = "uvicorn",
 ) -> Proc:
     ready = workdir / f"backend-{name}-{time.monotonic_ns()}.json"
     args = [
@@ -111,6 +115,8 @@ def start_backend(
         args += ["--port", str(port)]
     if tls:
         args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    if server != "uvicorn":
+        args += ["--server", server]
     proc = Proc(args, ready)
     proc.wait_ready()
     return proc

@@ -28,6 +28,7 @@ from wslb.proto.http1 import (
     _XFPORT,
     _XFPROTO,
     HOP_BY_HOP,
+    REASON_PHRASES,
     Lines,
     RequestHead,
     ResponseHead,
@@ -211,6 +212,7 @@ def response_head(headers: list[Header]) -> ResponseHead:
     if status is None or not status.isdigit() or len(status) != 3:
         raise BadGateway("response without a valid :status")
     head.status = int(status)
+    head.reason = REASON_PHRASES.get(head.status, b"Unknown")
     # The body ends with the stream, never with the connection.
     head.chunked = head.content_length is None
     return head

@@ -355,6 +355,12 @@ class H2Stream:
         if self.pending:
             self.reset(ErrorCodes.CANCEL)  # the peer does not take what waits: give up
             return
+        if self.remote_closed:
+            # Both directions are done: RST_STREAM NO_ERROR closes the stream as END_STREAM
+            # would, and spares servers that forget a stream once they ended it (Hypercorn
+            # fails the whole connection on a DATA frame for such a stream).
+            self.reset(ErrorCodes.NO_ERROR)
+            return
         self.end()
 
     def abort(self) -> None:
@@ -464,6 +470,16 @@ class H2Session(asyncio.Protocol):
         except h2.exceptions.ProtocolError as exc:
             self.protocol_error(exc)
             return
+        try:
+            self._dispatch(events)
+        except Exception:
+            # A bug of wslb's must not take the other streams down with it.
+            log.exception("[%s] failed handling %r", self.cid, events)
+            self.close_transport()
+            return
+        self.mark()
+
+    def _dispatch(self, events: list[h2.events.Event]) -> None:
         streams = self.streams
         for ev in events:
             t = type(ev)
@@ -487,7 +503,6 @@ class H2Session(asyncio.Protocol):
                 self.other_event(ev)
             if self.closed:
                 return
-        self.mark()
 
     def other_event(self, ev: h2.events.Event) -> None:
         t = type(ev)
@@ -928,6 +943,7 @@ class H2Downstream(H2Session):
         stream = ServerStream(self, sid)
         self.streams[sid] = stream
         ended = ev.stream_ended is not None
+        key = None
         try:
             head, key = request_head(ev.headers, end_stream=ended)
         except HTTPError as exc:

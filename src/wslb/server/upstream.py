@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from wslb.balancer.endpoints import EndpointState
 from wslb.errors import BadGateway, HTTPError
+from wslb.proto.headers import connection_tokens
 from wslb.proto.http1 import (
     CRLF,
     LAST_CHUNK,
@@ -130,7 +131,16 @@ class UpstreamHTTP(asyncio.Protocol):
             lines.append(b"Connection: Upgrade\r\n")
             lines.append(field(b"Upgrade", head.upgrade or b"websocket"))
         else:
-            if self.pool is None:
+            te = None
+            if head.version == "2" or b"te" in connection_tokens(head.connection):
+                te = head.header(b"te")
+            if te is not None and b"trailers" in te.lower():
+                # The client takes trailers, and so does wslb: say so to the endpoint (TE is
+                # hop-by-hop, named in Connection, RFC 9110 10.1.4).
+                lines.append(b"TE: trailers\r\n")
+                keep = self.pool is not None
+                lines.append(b"Connection: TE\r\n" if keep else b"Connection: close, TE\r\n")
+            elif self.pool is None:
                 lines.append(b"Connection: close\r\n")
             if head.chunked:
                 lines.append(b"Transfer-Encoding: chunked\r\n")

@@ -85,9 +85,21 @@ class ClientStream(H2Stream):
 
     def close(self) -> None:
         if self.protocol is not None:
-            super().close()  # a tunnel's side: end it gracefully
+            self.write_eof()
         elif not (self.local_closed and self.remote_closed):
             self.reset(ErrorCodes.CANCEL)  # the exchange is done with it
+
+    def write_eof(self) -> None:
+        """The client is done with the WebSocket: what waits goes, then RST_STREAM NO_ERROR
+        rather than END_STREAM. The close handshake happened in the WebSocket's own frames,
+        so nothing is lost, and servers that forget a WebSocket stream once their application
+        returned (Hypercorn up to 0.18 at least) fail their whole connection, every other
+        stream with it, on a frame for that stream, but take a reset."""
+        if self.local_closed and self.remote_closed:
+            return
+        if self.pending:
+            self.window_opened()
+        self.reset(ErrorCodes.CANCEL if self.pending else ErrorCodes.NO_ERROR)
 
     def send_head(self, ex: Exchange, lines: Lines) -> None:
         head = ex.head
