@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
+import re
 import shutil
 import signal
 import ssl
@@ -29,7 +31,7 @@ from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints, http_config
 from tests.support.h2client import H2Client
-from tests.support.procs import Proc, Wslb, scaled, start_backend
+from tests.support.procs import ROOT, Proc, Wslb, scaled, start_backend
 from tests.support.raw import RecordingBackend
 
 NGHTTP = shutil.which("nghttp")
@@ -584,3 +586,159 @@ async def test_stream_and_header_limits_are_advertised_and_enforced(
         assert (await fresh.request(b"GET", b"/ok")).status == 200
     finally:
         await fresh.close()
+
+
+# --------------------------------------------------------------------------- middlewares
+
+
+def _middleware_config(eps: list[str], server_cert: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {
+                "name": "tls",
+                "address": "127.0.0.1",
+                "port": 0,
+                "protocol": "https",
+                **_tls_listener(server_cert),
+            },
+            {"name": "h2c", "address": "127.0.0.1", "port": 0, "protocol": "http", "http2": True},
+        ],
+        "backends": [{"name": "app", "endpoints": eps, "health": {"enabled": False}}],
+        "routes": [
+            {
+                "path": "/cors",
+                "backend": "app",
+                "cors": {"allow_origins": ["https://app.example"], "max_age": 60},
+            },
+            {"path": "/sticky", "backend": "app", "affinity": {"name": "route"}},
+            {"path": "/limited", "backend": "app", "limits": {"rps": 1, "burst_multiplier": 1}},
+            {"path": "/small", "backend": "app", "max_body_size": 10},
+            {"path": "/secure", "backend": "app", "redirect_https": {"port": 8443}},
+            {"path": "/private", "backend": "app", "deny": ["127.0.0.0/8"]},
+            {
+                "path": "/",
+                "backend": "app",
+                "headers": {
+                    "request_set": [{"name": "X-Route", "value": "root $scheme"}],
+                    "response_add": [{"name": "X-Added", "value": "yes"}],
+                },
+            },
+        ],
+    }
+
+
+async def _observe(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
+    """What each middleware does, as a client sees it."""
+    out: dict[str, Any] = {}
+    pre = await client.options(
+        f"{base}/cors/x",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+    )
+    out["preflight"] = (
+        pre.status_code,
+        pre.headers.get("access-control-allow-origin"),
+        pre.headers.get("access-control-max-age"),
+    )
+    simple = await client.get(f"{base}/cors/x", headers={"Origin": "https://app.example"})
+    out["cors"] = (simple.status_code, simple.headers.get("access-control-allow-origin"))
+    first = await client.get(f"{base}/sticky/x")
+    cookie = first.cookies.get("route")
+    servers = {first.json()["server"]}
+    for _ in range(6):
+        r = await client.get(f"{base}/sticky/x")  # the client's jar sends the cookie
+        servers.add(r.json()["server"])
+    out["sticky"] = (first.status_code, cookie is not None, len(servers))
+    statuses = [(await client.get(f"{base}/limited/x")).status_code for _ in range(4)]
+    out["limited"] = (statuses[0], 503 in statuses)
+    out["small"] = (await client.post(f"{base}/small/x", content=b"y" * 100)).status_code
+    redirect = await client.get(f"{base}/secure/x?a=1")
+    out["secure"] = (redirect.status_code, redirect.headers.get("location"))
+    out["private"] = (await client.get(f"{base}/private/x")).status_code
+    root = await client.get(f"{base}/x")
+    echoed = dict(root.json()["headers"])
+    out["headers"] = (echoed.get("x-route"), root.headers.get("x-added"))
+    return out
+
+
+async def test_middlewares_behave_the_same_over_http2_and_http11(
+    wslb: Callable[..., Wslb],
+    backends: list[Proc],
+    server_cert: tuple[str, str],
+    ca_file: str,
+) -> None:
+    """Redirect, CORS, cookie affinity, limits, body size, access rules and header rules:
+    the answers over HTTP/2 (TLS and h2c) are the answers over HTTP/1.1."""
+    results = {}
+    for listener, scheme in (("tls", "https"), ("h2c", "http")):
+        for http2 in (False, True):
+            lb = wslb(_middleware_config(endpoints(backends), server_cert))
+            base = f"{scheme}://localhost:{lb.port(listener)}"
+            kwargs: dict[str, Any] = {"verify": _ctx(ca_file)} if scheme == "https" else {}
+            if http2 and scheme == "http":
+                kwargs["http1"] = False  # HTTP/2 with prior knowledge
+            async with httpx.AsyncClient(http2=http2, timeout=scaled(20), **kwargs) as client:
+                version = (await client.get(f"{base}/x")).http_version
+                assert version == ("HTTP/2" if http2 else "HTTP/1.1")
+                results[(listener, http2)] = await _observe(client, base)
+            lb.stop()
+    for listener in ("tls", "h2c"):
+        assert results[(listener, True)] == results[(listener, False)], listener
+    tls, h2c = results[("tls", True)], results[("h2c", True)]
+    assert tls["preflight"] == (204, "https://app.example", "60")
+    assert tls["cors"] == (200, "https://app.example")
+    assert tls["sticky"] == (200, True, 1)
+    assert tls["limited"] == (200, True)
+    assert tls["small"] == 413
+    assert tls["secure"][0] == 200  # already on TLS
+    assert h2c["secure"] == (308, "https://localhost:8443/secure/x?a=1")
+    assert tls["private"] == 403
+    assert tls["headers"] == ("root https", "yes")
+    assert h2c["headers"] == ("root http", "yes")
+
+
+# --------------------------------------------------------------------------- a real browser
+
+
+def test_chromium_page_over_h2_and_websocket_over_an_http2_stream(
+    wslb: Callable[..., Wslb], backends: list[Proc], server_cert: tuple[str, str]
+) -> None:
+    """Chromium loads a page from a TLS listener that negotiated h2 and opens wss:// on the
+    same origin: the WebSocket runs as an RFC 8441 stream of that connection (wslb's own
+    accounting says so) and talks to an HTTP/1.1 backend."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    node = shutil.which("node")
+    modules = ROOT / "examples" / "chat" / "node_modules" / "playwright-core"
+    if node is None or not Path(chromium).exists() or not modules.exists():
+        pytest.skip("chromium, node or playwright-core is missing (.ci/run installs them)")
+    lb = wslb(
+        http_config(endpoints(backends[:1]), listener=_tls_listener(server_cert), protocol="https")
+    )
+    res = subprocess.run(
+        [
+            node,
+            str(ROOT / "tests" / "node" / "browser_h2_ws.js"),
+            f"https://localhost:{lb.port('web')}/page",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+        env={**os.environ, "CHROMIUM": chromium},
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["protocol"] == "h2"
+    assert out["result"]["echoes"] == [f"message {i}" for i in range(20)]
+    assert out["result"]["server"] == "a"
+    # wslb's accounting: the WebSocket was a stream of an HTTP/2 connection, not a connection
+    log = lb.wait_output("websocket (HTTP/2 stream) tunnel")
+    opened = re.search(r"\[(c\d+)\] WebSocket over HTTP/2 stream (\d+) \(RFC 8441\)", log)
+    assert opened is not None, log
+    closed = re.search(
+        rf"\[{opened[1]}\.{opened[2]}\] websocket \(HTTP/2 stream\) tunnel to \S+ closed: "
+        r".*; (\d+) bytes from client, (\d+) from upstream",
+        log,
+    )
+    assert closed is not None, log
+    # 21 frames each way at least (2-byte headers; permessage-deflate may shrink payloads)
+    assert int(closed[1]) >= 21 * 2 and int(closed[2]) >= 21 * 2

@@ -424,3 +424,37 @@ async def test_presence_lists_who_is_online_and_on_which_pod(
             await Changes.until(lambda: len(seen[-1]["people"]) == 3)
     finally:
         await _close(clients)
+
+
+async def test_engineio_routing_over_http2(
+    cluster: Cluster, wslb: Callable[..., Wslb], server_cert: tuple[str, str], ca_file: str
+) -> None:
+    """The polling requests of a session, sent over one HTTP/2 connection (as a browser does
+    on an h2 origin), all reach the pod that made the session."""
+    import ssl
+
+    import httpx
+
+    cfg = chat_config(cluster)
+    cfg["listeners"][0].update(
+        protocol="https", tls={"certificate": server_cert[0], "key": server_cert[1]}
+    )
+    lb = wslb(cfg)
+    base = f"https://localhost:{lb.port('web')}/socket.io/?EIO=4&transport=polling"
+    ctx = ssl.create_default_context(cafile=ca_file)
+    statuses: Counter[int] = Counter()
+    async with httpx.AsyncClient(http2=True, verify=ctx, timeout=scaled(20)) as http:
+        for _ in range(6):  # sessions land on different pods, each stays on its own
+            r = await http.get(base)
+            assert r.http_version == "HTTP/2" and r.status_code == 200
+            sid = json.loads(r.content[1:])["sid"]
+            assert len(sid.partition(".")[0]) == 12  # tagged with its endpoint
+            r = await http.post(f"{base}&sid={sid}", content=b"40")
+            statuses[r.status_code] += 1
+            r = await http.get(f"{base}&sid={sid}")  # the namespace's connect answer
+            statuses[r.status_code] += 1
+            assert r.content.startswith(b"40")
+            for i in range(5):
+                r = await http.post(f"{base}&sid={sid}", content=b"3")  # pongs, polls
+                statuses[r.status_code] += 1
+    assert statuses == Counter({200: 6 * 7})
