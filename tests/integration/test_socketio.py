@@ -454,7 +454,7 @@ async def test_engineio_routing_over_http2(
             r = await http.get(f"{base}&sid={sid}")  # the namespace's connect answer
             statuses[r.status_code] += 1
             assert r.content.startswith(b"40")
-            for i in range(5):
+            for _ in range(5):
                 r = await http.post(f"{base}&sid={sid}", content=b"3")  # pongs, polls
                 statuses[r.status_code] += 1
     assert statuses == Counter({200: 6 * 7})
