@@ -273,7 +273,11 @@ CASES: dict[str, tuple[str, dict[str, str], Check]] = {
         {},
         _listeners(lambda c: [lst.protocol for lst in c.listeners] == ["http", "https"]),
     ),
-    DO + "http2-ports": ("443", {}, _warns("HTTP/2 is not served yet")),
+    DO + "http2-ports": (
+        "443",
+        {DO + "certificate-id": "c"},
+        _listeners(lambda c: c.listeners[1].protocol == "https" and c.listeners[1].serves_http2),
+    ),
     DO + "tls-passthrough": ("true", {}, _listeners(lambda c: c.listeners[1].protocol == "https")),
     DO + "certificate-id": ("abc", {}, _warns("certificate abc is not in --certificates")),
     DO + "certificate-name": (
@@ -389,7 +393,7 @@ def test_annotation(name: str, tmp_path: Path) -> None:
         (NGINX + "whitelist-source-range", "10.0.0.0/33", "is not an address or CIDR range"),
         (NGINX + "rewrite-target", "/", "wslb cannot honour this annotation"),
         (NGINX + "configuration-snippet", "rewrite ^ /x;", "directive rewrite is not supported"),
-        (NGINX + "backend-protocol", "GRPC", "wslb speaks HTTP and HTTPS to backends"),
+        (NGINX + "backend-protocol", "FCGI", "not AJP or FastCGI"),
     ],
 )
 def test_bad_ingress_annotations_are_errors_with_lines(
@@ -557,3 +561,35 @@ def test_docs_are_generated_from_the_table() -> None:
     assert (ROOT / "docs" / "kubernetes.md").read_text() == render_markdown(), (
         "docs/kubernetes.md is stale: python -m wslb.config.kubernetes.docs > docs/kubernetes.md"
     )
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({DO + "certificate-id": "c"}, False),  # DO's https entry: HTTP/1.1
+        ({DO + "certificate-id": "c", DO + "http2-ports": "443"}, True),
+        ({DO + "certificate-id": "c", DO + "protocol": "http2"}, True),
+        ({DO + "tls-passthrough": "true"}, True),  # ingress-nginx terminates: h2 by default
+    ],
+)
+def test_http2_on_tls_ports(annotations: dict[str, str], expected: bool, tmp_path: Path) -> None:
+    config, issues = run(tmp_path, [ingress(), lb_service(annotations)])
+    assert config is not None, issues
+    https = [lst for lst in config.listeners if lst.protocol == "https"]
+    assert https and all(lst.serves_http2 is expected for lst in https)
+
+
+def test_http2_without_a_load_balancer_service_as_ingress_nginx(tmp_path: Path) -> None:
+    config, _ = run(tmp_path, [ingress()])
+    assert config is not None
+    assert [(lst.protocol, lst.serves_http2) for lst in config.listeners] == [
+        ("http", False),
+        ("https", True),
+    ]
+
+
+@pytest.mark.parametrize(("value", "protocol"), [("GRPC", "h2c"), ("GRPCS", "http2")])
+def test_grpc_backends_speak_http2(value: str, protocol: str, tmp_path: Path) -> None:
+    config, issues = run(tmp_path, [ingress({NGINX + "backend-protocol": value})])
+    assert config is not None, issues
+    assert config.backends[0].protocol == protocol

@@ -237,7 +237,9 @@ TABLE: tuple[Annotation, ...] = (
         "partly",
         parse_choice("HTTP", "HTTPS", "AUTO_HTTP", "GRPC", "GRPCS", "AJP", "FCGI"),
         "HTTP",
-        "`HTTP` or `HTTPS` (TLS to the pods, not verified, as nginx). Others are errors.",
+        "`HTTP`, `HTTPS` (TLS to the pods, not verified, as nginx), `GRPC` (HTTP/2 in clear, "
+        "prior knowledge: backend protocol `h2c`) and `GRPCS` (HTTP/2 over TLS: `http2`). "
+        "`AJP` and `FCGI` are errors.",
     ),
     # ---- redirects
     _n(
@@ -406,11 +408,12 @@ TABLE: tuple[Annotation, ...] = (
     ),
     _d(
         "http2-ports",
-        "partly",
+        "supported",
         parse_ports,
         "none",
-        "Ports served with TLS; HTTP/2 itself comes with wslb's HTTP/2 support (issue 5), until "
-        "then HTTP/1.1 over TLS with a warning.",
+        "Ports served with TLS and HTTP/2 (ALPN `h2`, then `http/1.1`), WebSockets over HTTP/2 "
+        "streams (RFC 8441) included. Plain `tls-ports` with a DO certificate are HTTP/1.1, as "
+        "DO's `https` entry protocol; with `tls-passthrough` they offer h2, as ingress-nginx.",
     ),
     _d(
         "tls-passthrough",

@@ -63,6 +63,16 @@ class ManifestOptions:
     secret: str | None = None
 
 
+# ingress-nginx backend-protocol -> wslb backend protocol (gRPC is HTTP/2: h2c, or with TLS)
+_BACKEND_PROTOCOLS = {
+    "HTTP": "http",
+    "AUTO_HTTP": "http",
+    "HTTPS": "https",
+    "GRPC": "h2c",
+    "GRPCS": "http2",
+}
+
+
 @dataclass
 class _Backend:
     ref: str  # ns/svc
@@ -303,15 +313,16 @@ class Translator:
         key = f"{ref}:{port}"
         backend_state = self.backends.get(key)
         protocol = self.annotation(ing, NGINX + "backend-protocol") or "HTTP"
-        if protocol not in ("HTTP", "HTTPS", "AUTO_HTTP"):
+        proto = _BACKEND_PROTOCOLS.get(protocol)
+        if proto is None:
             self.error(
                 ing,
                 ("metadata", "annotations", NGINX + "backend-protocol"),
-                f"backend-protocol {protocol}: wslb speaks HTTP and HTTPS to backends",
+                f"backend-protocol {protocol}: wslb speaks HTTP/1.1 and HTTP/2 to backends "
+                "(HTTP, HTTPS, GRPC, GRPCS), not AJP or FastCGI",
             )
-            protocol = "HTTP"
+            proto = "http"
         balance = self.annotation(ing, NGINX + "load-balance") or "round_robin"
-        proto = "https" if protocol == "HTTPS" else "http"
         if backend_state is None:
             self.backends[key] = _Backend(ref, port, ing, path, proto, balance)
         elif (backend_state.protocol, backend_state.balance) != (proto, balance):
@@ -490,6 +501,14 @@ class Translator:
                 health = self._do_health(lb)
             if self.annotation(lb, DO + "enable-proxy-protocol"):
                 proxy_protocol = "v1"
+                if b.protocol in ("h2c", "http2"):
+                    self.warn(
+                        b.source,
+                        b.path,
+                        f"{b.ref}: no PROXY header towards a gRPC (HTTP/2) backend: one "
+                        "connection carries the requests of many clients",
+                    )
+                    proxy_protocol = None
         return BackendSpec(
             name=name,
             protocol=b.protocol,  # type: ignore[arg-type]
@@ -670,7 +689,7 @@ class Translator:
         if sticky:
             self._do_sticky(lb)
         listeners = []
-        for i, p in enumerate(lb.get("spec", "ports") or []):
+        for p in lb.get("spec", "ports") or []:
             port = p.get("port")
             if not isinstance(port, int) or p.get("protocol", "TCP") != "TCP":
                 continue
@@ -680,15 +699,21 @@ class Translator:
                 or port in tls_ports
                 or (protocol in ("https", "http2", "http3") and port not in http_ports)
             ):
-                if port in http2_ports or protocol in ("http2", "http3"):
+                if protocol == "http3":
                     self.warn(
                         lb,
-                        ("spec", "ports", i),
-                        f"port {port}: HTTP/2 is not served yet (issue 5); HTTP/1.1 over TLS",
+                        ("metadata", "annotations", DO + "protocol"),
+                        f"port {port}: HTTP/3 is not served; HTTP/2 and HTTP/1.1 over TLS",
                     )
+                # HTTP/2 on http2 ports (DO's http2 entry protocol) and where the ingress
+                # terminated TLS itself (passthrough: ingress-nginx offers h2 by default); an
+                # https entry of DO's own is HTTP/1.1 only.
+                h2 = port in http2_ports or protocol in ("http2", "http3") or passthrough
                 # passthrough: the ingress behind terminated TLS with the Ingress Secrets
                 certificate = self._default_cert() if passthrough else cert or self._default_cert()
-                listeners.append(self._listener(name, port, "https", certificate, common))
+                listeners.append(
+                    self._listener(name, port, "https", certificate, {**common, "http2": h2})
+                )
             elif ingress_front or protocol in ("http",) or port in http_ports:
                 extra = dict(common)
                 if a("redirect-http-to-https"):
