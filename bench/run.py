@@ -8,6 +8,8 @@ sets X-Forwarded-For/-Proto/-Port as wslb does (nginx as ingress-nginx configure
 
 Measured, for each proxy:
   * HTTP/1.1 keep-alive: wrk, 50 connections: requests/s, p99, proxy CPU per request
+  * HTTP/2 (h2c, prior knowledge): h2load, 10 connections x 5 concurrent streams, to the same
+    HTTP/1.1 backends over kept-alive connections: requests/s, mean latency, CPU per request
   * WebSocket echo, 50 connections, 64 B and 4 KiB: msgs/s, p50, p99, proxy CPU per message
   * idle WebSockets: proxy RSS growth per connection with 5,000 open
 CPU is the proxy processes' utime + stime from /proc/PID/stat over the measured window; a
@@ -48,7 +50,12 @@ def pin(core: str | None) -> list[str]:
 def ensure_tools() -> None:
     missing = [
         pkg
-        for pkg, exe in (("nginx", "nginx"), ("haproxy", "haproxy"), ("wrk", "wrk"))
+        for pkg, exe in (
+            ("nginx", "nginx"),
+            ("haproxy", "haproxy"),
+            ("wrk", "wrk"),
+            ("nghttp2-client", "h2load"),
+        )
         if shutil.which(exe) is None and not Path(f"/usr/sbin/{exe}").exists()
     ]
     if not missing:
@@ -132,6 +139,9 @@ class Result:
     http_rps: float = 0.0
     http_p99_ms: float = 0.0
     http_cpu_us: float = 0.0
+    h2_rps: float = 0.0
+    h2_mean_ms: float = 0.0
+    h2_cpu_us: float = 0.0
     ws: dict[int, dict[str, float]] = field(default_factory=dict)
     idle_rss_per_ws: float = 0.0
     idle_open: int = 0
@@ -144,6 +154,7 @@ class Proxy:
     def __init__(self, work: Path, port: int, http_eps: list[int], ws_eps: list[int]) -> None:
         self.work = work
         self.port = port
+        self.h2_port = free_port()
         self.http_eps = http_eps
         self.ws_eps = ws_eps
         self.proc: subprocess.Popen[bytes] | None = None
@@ -155,6 +166,7 @@ class Proxy:
         log = open(self.work / f"{self.name}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([*pin(core), *self.command()], stdout=log, stderr=log)
         wait_port(self.port)
+        wait_port(self.h2_port)
 
     def pids(self) -> list[int]:
         assert self.proc is not None
@@ -176,6 +188,17 @@ class Nginx(Proxy):
     def command(self) -> list[str]:
         web = "".join(f"server 127.0.0.1:{p};" for p in self.http_eps)
         ws = "".join(f"server 127.0.0.1:{p};" for p in self.ws_eps)
+        location = (  # the same for HTTP/1.1 and HTTP/2 clients
+            "    location / {\n"
+            "      proxy_pass http://web;\n"
+            "      proxy_http_version 1.1;\n"
+            '      proxy_set_header Connection "";\n'
+            "      proxy_set_header Host $host;\n"
+            "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            "      proxy_set_header X-Forwarded-Proto $scheme;\n"
+            "      proxy_set_header X-Forwarded-Port $server_port;\n"
+            "    }\n"
+        )
         conf = self.work / "nginx-proxy.conf"
         conf.write_text(f"""
 worker_processes 1;
@@ -201,16 +224,11 @@ http {{
       proxy_read_timeout 3600s;
       proxy_send_timeout 3600s;
     }}
-    location / {{
-      proxy_pass http://web;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Port $server_port;
-    }}
-  }}
+{location}  }}
+  server {{
+    listen 127.0.0.1:{self.h2_port} http2 backlog=4096;
+    keepalive_requests 1000000;
+{location}  }}
 }}
 """)
         return [exe("nginx"), "-p", str(self.work), "-c", str(conf), "-g", "daemon off;"]
@@ -241,6 +259,11 @@ frontend fe
   http-request set-header X-Forwarded-Port %[dst_port]
   use_backend ws if {{ path_beg /ws }}
   default_backend web
+frontend h2
+  bind 127.0.0.1:{self.h2_port} proto h2
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Port %[dst_port]
+  default_backend web
 backend web
   balance roundrobin
   http-reuse always
@@ -268,7 +291,14 @@ class Wslb(Proxy):
                             "address": "127.0.0.1",
                             "port": self.port,
                             "protocol": "http",
-                        }
+                        },
+                        {
+                            "name": "h2",
+                            "address": "127.0.0.1",
+                            "port": self.h2_port,
+                            "protocol": "http",
+                            "http2": True,
+                        },
                     ],
                     "backends": [
                         {
@@ -314,6 +344,32 @@ def run_wrk(port: int, seconds: float, core: str | None) -> tuple[int, float, fl
     if errors:
         print(f"  wrk reported errors:\n{out}", flush=True)
     return requests, rps, p99
+
+
+def run_h2load(port: int, seconds: float, core: str | None) -> tuple[int, float, float]:
+    out = subprocess.run(
+        [
+            *pin(core),
+            exe("h2load"),
+            "-c10",
+            "-m5",
+            "-t1",
+            f"-D{max(1, round(seconds))}",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    assert m is not None, out
+    if int(m.group(2)):
+        print(f"  h2load reported failures:\n{out}", flush=True)
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    t = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    assert t is not None, out
+    mean = float(t.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[t.group(2)]
+    return int(m.group(1)), rps, mean
 
 
 def run_ws(proxy: Proxy, size: int, seconds: float, core: str | None) -> dict[str, float]:
@@ -444,6 +500,15 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
                     f"{res.http_cpu_us:.1f} us CPU/request",
                     flush=True,
                 )
+                run_h2load(proxy.h2_port, 2, load_core)  # warm-up
+                cpu0 = cpu_seconds(pids)
+                requests, res.h2_rps, res.h2_mean_ms = run_h2load(proxy.h2_port, seconds, load_core)
+                res.h2_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+                print(
+                    f"  http/2: {res.h2_rps:.0f} req/s, mean {res.h2_mean_ms:.2f} ms, "
+                    f"{res.h2_cpu_us:.1f} us CPU/request",
+                    flush=True,
+                )
                 for size in (64, 4096):
                     r = run_ws(proxy, size, seconds, load_core)
                     res.ws[size] = r
@@ -482,6 +547,9 @@ def merge(results: list[Result]) -> list[Result]:
         m.http_rps = statistics.median(r.http_rps for r in runs)
         m.http_p99_ms = statistics.median(r.http_p99_ms for r in runs)
         m.http_cpu_us = statistics.median(r.http_cpu_us for r in runs)
+        m.h2_rps = statistics.median(r.h2_rps for r in runs)
+        m.h2_mean_ms = statistics.median(r.h2_mean_ms for r in runs)
+        m.h2_cpu_us = statistics.median(r.h2_cpu_us for r in runs)
         for size in runs[0].ws:
             m.ws[size] = {
                 key: statistics.median(r.ws[size][key] for r in runs) for key in runs[0].ws[size]
@@ -501,9 +569,10 @@ def table(results: list[Result]) -> str:
         return f"{value / ref:.2f}x" if ref else "-"
 
     rows = [
-        "| proxy | HTTP req/s | HTTP p99 ms | HTTP CPU us/req | WS 64B msg/s | p50/p99 us | "
-        "WS 64B CPU us/msg | WS 4KiB msg/s | p50/p99 us | WS 4KiB CPU us/msg | idle KiB/WS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| proxy | HTTP req/s | HTTP p99 ms | HTTP CPU us/req | HTTP/2 req/s | HTTP/2 mean ms | "
+        "HTTP/2 CPU us/req | WS 64B msg/s | p50/p99 us | WS 64B CPU us/msg | WS 4KiB msg/s | "
+        "p50/p99 us | WS 4KiB CPU us/msg | idle KiB/WS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ws_cells(w: dict[str, float]) -> str:
@@ -515,6 +584,7 @@ def table(results: list[Result]) -> str:
     for r in results:
         rows.append(
             f"| {r.name} | {r.http_rps:.0f} | {r.http_p99_ms:.2f} | {r.http_cpu_us:.1f} | "
+            f"{r.h2_rps:.0f} | {r.h2_mean_ms:.2f} | {r.h2_cpu_us:.1f} | "
             f"{ws_cells(r.ws.get(64, {}))} | {ws_cells(r.ws.get(4096, {}))} | "
             f"{r.idle_rss_per_ws / 1024:.1f} |"
         )
@@ -523,17 +593,18 @@ def table(results: list[Result]) -> str:
             "",
             "Ratios to nginx (CPU: lower is better; throughput: higher is better):",
             "",
-            "| proxy | HTTP CPU/req | WS 64B CPU/msg | WS 4KiB CPU/msg | idle RSS/WS | "
-            "HTTP req/s | WS 64B msg/s |",
-            "|---|---|---|---|---|---|---|",
+            "| proxy | HTTP CPU/req | HTTP/2 CPU/req | WS 64B CPU/msg | WS 4KiB CPU/msg | "
+            "idle RSS/WS | HTTP req/s | HTTP/2 req/s | WS 64B msg/s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results:
             rows.append(
                 f"| {r.name} | {ratio(r.http_cpu_us, base.http_cpu_us)} | "
+                f"{ratio(r.h2_cpu_us, base.h2_cpu_us)} | "
                 f"{ratio(r.ws[64]['cpu_us'], base.ws[64]['cpu_us'])} | "
                 f"{ratio(r.ws[4096]['cpu_us'], base.ws[4096]['cpu_us'])} | "
                 f"{ratio(r.idle_rss_per_ws, base.idle_rss_per_ws)} | "
-                f"{ratio(r.http_rps, base.http_rps)} | "
+                f"{ratio(r.http_rps, base.http_rps)} | {ratio(r.h2_rps, base.h2_rps)} | "
                 f"{ratio(r.ws[64]['msgs_per_s'], base.ws[64]['msgs_per_s'])} |"
             )
     return "\n".join(rows)

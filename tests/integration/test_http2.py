@@ -424,6 +424,54 @@ async def test_http11_websocket_client_to_an_http2_backend_uses_extended_connect
         assert await ws.recv() in ("h2c", "h2tls")
 
 
+@pytest.mark.parametrize("kind", ["h2c", "http2"])
+async def test_websocket_to_an_http2_backend_without_rfc8441_goes_as_an_http11_upgrade(
+    kind: str,
+    wslb: Callable[..., Wslb],
+    tmp_path: Path,
+    server_cert: tuple[str, str],
+    ca_file: str,
+) -> None:
+    """An HTTP/2 endpoint that does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL gets its
+    requests over HTTP/2 and its WebSockets as HTTP/1.1 Upgrades on a connection of their own,
+    whether the client came in over HTTP/1.1 or as an RFC 8441 stream."""
+    tls = server_cert if kind == "http2" else None
+    proc = start_backend("no8441", tmp_path, tls=tls, server="hypercorn-no8441")
+    try:
+        spec: dict[str, Any] = {"protocol": kind, "endpoints": endpoints([proc])}
+        if kind == "http2":
+            spec["tls"] = {"verify": False}
+        lb = wslb(
+            http_config([], backend=spec, listener=_tls_listener(server_cert), protocol="https")
+        )
+        port = lb.port("web")
+        client = await H2Client.connect("localhost", port, _ctx(ca_file))
+        try:
+            r = await client.request(b"GET", b"/plain")
+            assert r.status == 200
+            assert json.loads(r.body)["http_version"] == "2"  # plain requests: HTTP/2
+            sockets = await asyncio.gather(*(client.websocket(b"/ws") for _ in range(5)))
+            for i, ws in enumerate(sockets):
+                assert await _version(ws) == "1.1"
+                await ws.send(f"hello {i}")
+                assert await ws.recv() == f"hello {i}"
+            assert set(await asyncio.gather(*(ws.close() for ws in sockets))) == {1000}
+        finally:
+            await client.close()
+        async with connect(
+            f"wss://localhost:{port}/ws",
+            ssl=_ctx(ca_file),
+            open_timeout=scaled(10),
+            close_timeout=scaled(5),
+        ) as ws:
+            assert await _version(ws) == "1.1"
+            payload = random.Random(5).randbytes(300_000)
+            await ws.send(payload)
+            assert await ws.recv() == payload
+    finally:
+        proc.stop()
+
+
 async def test_websocket_refused_by_backend_is_a_normal_response_over_h2(
     wslb: Callable[..., Wslb], backends: list[Proc]
 ) -> None:

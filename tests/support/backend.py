@@ -17,6 +17,9 @@ Routes:
 
 ``--server hypercorn`` serves the same app with Hypercorn instead: HTTP/1.1 and HTTP/2 (ALPN
 h2 with TLS, prior knowledge in clear) and WebSockets over HTTP/2 streams (RFC 8441).
+``--server hypercorn-no8441`` is Hypercorn without RFC 8441: its SETTINGS do not advertise
+``SETTINGS_ENABLE_CONNECT_PROTOCOL``, as most HTTP/2 servers (nginx, for one) do not, so a
+WebSocket can only reach it as an HTTP/1.1 Upgrade.
 """
 
 from __future__ import annotations
@@ -208,13 +211,15 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
-    ap.add_argument("--server", choices=("uvicorn", "hypercorn"), default="uvicorn")
+    ap.add_argument(
+        "--server", choices=("uvicorn", "hypercorn", "hypercorn-no8441"), default="uvicorn"
+    )
     args = ap.parse_args()
     NAME = args.name
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
-    if args.server == "hypercorn":
+    if args.server.startswith("hypercorn"):
         _hypercorn(sock, args)
         return
     config = uvicorn.Config(
@@ -254,6 +259,18 @@ def _write_ready(path: str, port: int) -> None:
 def _hypercorn(sock: socket.socket, args: argparse.Namespace) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
+
+    if args.server == "hypercorn-no8441":
+        import h2.settings
+        from hypercorn.protocol.h2 import H2Protocol
+
+        init = H2Protocol.__init__
+
+        def without_extended_connect(self: Any, *a: Any, **kw: Any) -> None:
+            init(self, *a, **kw)
+            del self.connection.local_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL]
+
+        H2Protocol.__init__ = without_extended_connect  # type: ignore[method-assign]
 
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from wslb.errors import BadGateway, BadRequest
+from wslb.errors import BadGateway, BadRequest, HeaderFieldsTooLarge, URITooLong
 from wslb.proto.http1 import RequestParser, ResponseParser, find_field
 from wslb.proto.http2 import (
     NotImplementedProtocol,
@@ -80,6 +80,17 @@ def test_request_body_of_unknown_length_is_chunked_towards_http11() -> None:
 def test_malformed_requests(headers: list[tuple[bytes, bytes]], error: type[Exception]) -> None:
     with pytest.raises(error):
         request_head(headers, end_stream=True)
+
+
+def test_listener_limits_apply_as_over_http11() -> None:
+    path = [(b":path", b"/" + b"a" * 99)]
+    request_head([*BASE, *path], end_stream=True, max_uri_size=100)
+    with pytest.raises(URITooLong):
+        request_head([*BASE, (b":path", b"/" + b"a" * 100)], end_stream=True, max_uri_size=100)
+    fields = [(b"x-%d" % i, b"v") for i in range(10)]
+    request_head([*BASE, *path, *fields], end_stream=True, max_headers=10)
+    with pytest.raises(HeaderFieldsTooLarge):
+        request_head([*BASE, *path, *fields, (b"x-more", b"v")], end_stream=True, max_headers=10)
 
 
 def test_extended_connect_becomes_a_websocket_handshake() -> None:

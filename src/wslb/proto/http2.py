@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import os
 
-from wslb.errors import BadGateway, BadRequest, HTTPError
+from wslb.errors import BadGateway, BadRequest, HeaderFieldsTooLarge, HTTPError, URITooLong
 from wslb.proto.http1 import (
     _CONTENT_LENGTH,
     _EXPECT,
@@ -55,9 +55,18 @@ def _content_length(value: bytes, error: type[HTTPError]) -> int:
     return int(value)
 
 
-def request_head(headers: list[Header], *, end_stream: bool) -> tuple[RequestHead, bytes | None]:
+def request_head(
+    headers: list[Header],
+    *,
+    end_stream: bool,
+    max_uri_size: int = 8192,
+    max_headers: int = 100,
+) -> tuple[RequestHead, bytes | None]:
     """The head of an HTTP/2 request; and, for an extended CONNECT for WebSocket, the
-    ``Sec-WebSocket-Key`` made for the HTTP/1.1 handshake it becomes (else None)."""
+    ``Sec-WebSocket-Key`` made for the HTTP/1.1 handshake it becomes (else None). The limits
+    are the listener's, as for HTTP/1.1: a longer ``:path`` is a 414, more fields a 431 (the
+    size of the whole list is bounded by SETTINGS_MAX_HEADER_LIST_SIZE already)."""
+
     head = RequestHead()
     head.version = "2"
     fields = head.headers
@@ -99,6 +108,8 @@ def request_head(headers: list[Header], *, end_stream: bool) -> tuple[RequestHea
         elif kind == _XFPORT:
             head.xfport = value
         # other connection-specific fields (te: trailers) are not forwarded
+    if len(fields) + len(cookies) > max_headers:
+        raise HeaderFieldsTooLarge(f"over {max_headers} header fields")
     if cookies:
         joined = b"; ".join(cookies)
         fields.append((b"cookie", joined))
@@ -126,6 +137,8 @@ def request_head(headers: list[Header], *, end_stream: bool) -> tuple[RequestHea
         raise BadRequest(":protocol on a method other than CONNECT")
     if path is None or not path:
         raise BadRequest("no :path")
+    if len(path) > max_uri_size:
+        raise URITooLong(f"request target over {max_uri_size} bytes")
     head.method = method
     head.target = path
     if path[:1] == b"/":

@@ -859,6 +859,20 @@ class ServerStream(H2Stream):
             self.close()  # the client ended its side before the tunnel started
 
 
+def h2_config(*, client_side: bool) -> h2.config.H2Configuration:
+    """How wslb runs ``h2``: header fields as bytes; what a peer sends is validated and
+    normalised, what wslb sends is not again (it builds its fields lowercase, without
+    connection-specific ones, from heads its parsers already checked)."""
+    return h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_inbound_headers=True,
+        normalize_inbound_headers=True,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+
+
 _WS_RESPONSE_SKIP = CONNECTION_SPECIFIC | {b"sec-websocket-accept"}
 
 
@@ -870,14 +884,7 @@ class H2Downstream(H2Session):
         self, runtime: Runtime, listener: ListenerState, proxy: ProxyInfo | None = None
     ) -> None:
         client = listener.client
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
+        config = h2_config(client_side=False)
         codes = h2.settings.SettingCodes
         settings = {
             codes.MAX_CONCURRENT_STREAMS: client.max_concurrent_streams,
@@ -945,7 +952,13 @@ class H2Downstream(H2Session):
         ended = ev.stream_ended is not None
         key = None
         try:
-            head, key = request_head(ev.headers, end_stream=ended)
+            client = self.listener.client
+            head, key = request_head(
+                ev.headers,
+                end_stream=ended,
+                max_uri_size=client.max_uri_size,
+                max_headers=client.max_headers,
+            )
         except HTTPError as exc:
             ex = Exchange(stream, None)
             ex.error = exc

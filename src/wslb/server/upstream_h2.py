@@ -35,7 +35,7 @@ from wslb.proto.http2 import (
     response_head,
     trailer_lines,
 )
-from wslb.server.http2 import ErrorCodes, H2Session, H2Stream
+from wslb.server.http2 import ErrorCodes, H2Session, H2Stream, h2_config
 from wslb.server.upstream import UpstreamHTTP, connect_endpoint
 
 if TYPE_CHECKING:
@@ -208,14 +208,7 @@ class H2Upstream(H2Session):
     """One HTTP/2 connection to an endpoint (client side)."""
 
     def __init__(self, owner: H2Connections, runtime: Runtime, endpoint: EndpointState) -> None:
-        config = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
+        config = h2_config(client_side=True)
         codes = h2.settings.SettingCodes
         settings = {
             codes.ENABLE_PUSH: 0,
