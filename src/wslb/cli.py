@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         "--ready-file", default=None, help="write the bound addresses here (JSON) once serving"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when the config file, a manifest or a certificate file changes "
+        "(SIGHUP always reloads)",
+    )
 
     check = sub.add_parser("check", help="validate a configuration and print every problem")
     _add_source(check)
@@ -185,8 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from wslb.server.lifecycle import serve
 
+    watch = None
+    if args.watch:
+        watch = [args.config] if args.config else list(args.filename)
+        if getattr(args, "certificates", None):
+            watch.append(args.certificates)
+
     try:
-        return serve(config, workers=args.workers, ready_file=args.ready_file)
+        return serve(
+            config,
+            workers=args.workers,
+            ready_file=args.ready_file,
+            load=lambda: _load(args),
+            watch=watch,
+        )
     except OSError as exc:
         logging.getLogger("wslb").error("cannot start: %s", exc)
         return 1

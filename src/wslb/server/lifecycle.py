@@ -8,6 +8,14 @@ SIGTERM or SIGINT drains a worker: it stops accepting, closes idle keep-alive co
 lets in-flight requests finish, and after ``server.shutdown_grace`` closes what is left (tunnels
 included). The master forwards the signal to every worker and waits for them; a worker that dies
 unexpectedly is started again.
+
+SIGHUP (or a change of a watched path, ``--watch``) reloads: the configuration is read and
+validated again; if it has errors they are logged and the running one stays. Otherwise every
+worker swaps it in without a restart (:meth:`Runtime.apply`): established connections, requests
+in flight and tunnels keep going on what they started with; new requests see the new routes at
+once, on connections that are already open too. With several workers, the master validates,
+writes the new configuration to a private file and signals the workers, which read that file:
+all of them serve the same one, and a worker started later starts with it.
 """
 
 from __future__ import annotations
@@ -19,30 +27,107 @@ import logging
 import os
 import secrets
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import uvloop
 
-from wslb.config.model import Config
+from wslb.config.model import Config, ListenerSpec
+from wslb.errors import ConfigIssue
 from wslb.server.discovery import Discovery
 from wslb.server.healthcheck import HealthChecker
 from wslb.server.listener import Listener, bind_socket
-from wslb.server.runtime import Runtime
+from wslb.server.runtime import ListenerState, Reload, Runtime
 
 log = logging.getLogger("wslb.server")
 
 Ready = Callable[[dict[str, tuple[str, int]]], None]
+Loader = Callable[[], tuple[Config | None, list[ConfigIssue]]]
+
+
+def _with_secret(config: Config, secret: str | None) -> Config:
+    """A reloaded configuration without ``server.secret`` keeps the running one, so affinity
+    cookies and Engine.IO tags stay valid."""
+    if config.server.secret is not None or secret is None:
+        return config
+    server = config.server.model_copy(update={"secret": secret})
+    return config.model_copy(update={"server": server})
+
+
+def _needs_socket(old: ListenerSpec, new: ListenerSpec) -> bool:
+    """Whether a listener changed in a way its socket and TLS context cannot follow."""
+
+    def key(s: ListenerSpec) -> tuple[object, ...]:
+        return (s.address, s.port, s.protocol, s.proxy_protocol, s.tls, s.serves_http2)
+
+    return key(old) != key(new)
+
+
+def checked(load: Loader) -> Config | None:
+    """Load a configuration for a reload; log its problems. None if it has errors."""
+    try:
+        config, issues = load()
+    except Exception as exc:  # a reload must never take the running configuration down
+        log.error("reload refused: %s", exc)
+        return None
+    for issue in issues:
+        (log.error if issue.severity == "error" else log.warning)("reload: %s", issue)
+    if config is None:
+        errors = sum(1 for i in issues if i.severity == "error")
+        log.error("reload refused: %d error(s); the running configuration stays", errors)
+    return config
+
+
+class Watcher:
+    """Polls files (and the files under directories) for changes of size or mtime."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.seen = self.snapshot()
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for root in self.paths:
+            files = [root]
+            if os.path.isdir(root):
+                files = sorted(os.path.join(d, f) for d, _, names in os.walk(root) for f in names)
+            for path in files:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                out[path] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    def changed(self) -> bool:
+        now = self.snapshot()
+        if now == self.seen:
+            return False
+        self.seen = now
+        return True
 
 
 class Worker:
-    def __init__(self, config: Config, sockets: dict[str, socket.socket], index: int = 0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sockets: dict[str, socket.socket],
+        index: int = 0,
+        load: Loader | None = None,
+        watch: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.sockets = sockets
         self.index = index
+        self.load = load
+        self.watch = watch
+        self.reloading: asyncio.Lock | None = None
         self.runtime: Runtime | None = None
         self.listeners: list[Listener] = []
         self.health: HealthChecker | None = None
@@ -72,13 +157,109 @@ class Worker:
         self.stop_event = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
+        tasks: set[asyncio.Task[object]] = set()
+
+        def spawn(coro: Any) -> None:
+            task = loop.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        if self.load is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload_from_source()))
         bound = await self.start()
         for name, (host, port) in bound.items():
             log.info("worker %d: listener %s on %s:%d", self.index, name, host, port)
+        if self.watch:
+            spawn(self._watch(Watcher(self.watch)))
         if ready is not None:
             ready(bound)
         await self.stop_event.wait()
+        for task in list(tasks):
+            task.cancel()
         await self.shutdown()
+
+    async def _watch(self, watcher: Watcher) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if watcher.changed():
+                log.info("worker %d: a watched path changed", self.index)
+                await self.reload_from_source()
+
+    async def reload_from_source(self) -> Reload | None:
+        """SIGHUP, ``--watch`` or the admin API: read the configuration again and apply it."""
+        assert self.load is not None
+        config = checked(self.load)
+        if config is None:
+            return None
+        return await self.reload(config)
+
+    async def reload(self, config: Config) -> Reload | None:
+        """Swap ``config`` in; None (and the running one stays) if it cannot be."""
+        runtime = self.runtime
+        if runtime is None or runtime.draining:
+            return None
+        if self.reloading is None:
+            self.reloading = asyncio.Lock()
+        async with self.reloading:
+            config = _with_secret(config, self.config.server.secret)
+            current = {lst.state.name: lst for lst in self.listeners}
+            fresh: dict[str, socket.socket] = {}
+            try:  # first the sockets: if one cannot be bound, nothing changes
+                for spec in config.listeners:
+                    cur = current.get(spec.name)
+                    if cur is None or _needs_socket(cur.state.spec, spec):
+                        fresh[spec.name] = bind_socket(spec.address, spec.port)
+            except OSError as exc:
+                for sock in fresh.values():
+                    sock.close()
+                log.error("reload refused: cannot bind a listener: %s", exc)
+                return None
+            runtime.secret = (config.server.secret or "").encode()
+            result = runtime.apply(config)
+            listeners: list[Listener] = []
+            for spec in config.listeners:
+                state = runtime.listeners[spec.name]
+                cur = current.pop(spec.name, None)
+                if spec.name not in fresh and cur is not None:
+                    cur.swap(state)
+                    listeners.append(cur)
+                    continue
+                listener = Listener(runtime, state, fresh[spec.name])
+                await listener.start()  # the new socket listens before the old one closes
+                listeners.append(listener)
+                if cur is not None:
+                    cur.close()
+            for gone in current.values():
+                gone.close()
+            self.listeners = listeners
+            for conn in list(runtime.connections):  # open client connections: new routes
+                old = getattr(conn, "listener", None)
+                if isinstance(old, ListenerState):
+                    new = runtime.listeners.get(old.name)
+                    if new is not None and not _needs_socket(old.spec, new.spec):
+                        conn.listener = new  # type: ignore[attr-defined]
+            await self._restart_checks()
+            self.config = config
+            log.info(
+                "worker %d: configuration generation %d applied (%s)",
+                self.index,
+                result.generation,
+                result.summary(),
+            )
+            return result
+
+    async def _restart_checks(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        if self.health is not None:
+            await self.health.stop()
+        if self.discovery is not None:
+            await self.discovery.stop()
+        backends = list(runtime.backends.values())
+        self.health = HealthChecker(backends)
+        self.health.start()
+        self.discovery = Discovery(backends, self.health.sync)
+        self.discovery.start()
 
     async def shutdown(self) -> None:
         runtime = self.runtime
@@ -113,7 +294,12 @@ class Worker:
 
 
 def run_worker(
-    config: Config, sockets: dict[str, socket.socket], index: int = 0, ready: Ready | None = None
+    config: Config,
+    sockets: dict[str, socket.socket],
+    index: int = 0,
+    ready: Ready | None = None,
+    load: Loader | None = None,
+    watch: list[str] | None = None,
 ) -> None:
     # Everything built so far (modules, config) lives as long as the process: keep it out of
     # the collector's way, and collect young objects less often. The data path makes few
@@ -122,7 +308,7 @@ def run_worker(
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(Worker(config, sockets, index).run(ready))
+        runner.run(Worker(config, sockets, index, load, watch).run(ready))
 
 
 def write_ready_file(path: str, bound: dict[str, tuple[str, int]], workers: int) -> None:
@@ -141,13 +327,23 @@ def _notify(fd: int) -> None:
     os.write(fd, b"R")
 
 
-def serve(config: Config, *, workers: int | None = None, ready_file: str | None = None) -> int:
+def serve(
+    config: Config,
+    *,
+    workers: int | None = None,
+    ready_file: str | None = None,
+    load: Loader | None = None,
+    watch: list[str] | None = None,
+) -> int:
+    """Run wslb. ``load`` reads the configuration again for a reload (SIGHUP; and every
+    change of the ``watch`` paths); without it SIGHUP is ignored."""
     n = workers or config.server.workers
     if config.server.secret is None:
         # One random key for this start, shared by the workers forked below; replicas that
         # must agree on affinity cookies are given the same `server.secret`.
         server = config.server.model_copy(update={"secret": secrets.token_hex(32)})
         config = config.model_copy(update={"server": server})
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until someone handles it
     sockets = {lst.name: bind_socket(lst.address, lst.port) for lst in config.listeners}
     bound = {name: sock.getsockname()[:2] for name, sock in sockets.items()}
 
@@ -156,87 +352,170 @@ def serve(config: Config, *, workers: int | None = None, ready_file: str | None 
             write_ready_file(ready_file, b, n)
 
     if n == 1:
-        run_worker(config, sockets, 0, announce)
+        run_worker(config, sockets, 0, announce, load, watch if load else None)
         return 0
-    return _master(config, n, sockets, bound, announce)
+    return _Master(config, n, sockets, bound, announce, load, watch).run()
 
 
-def _master(
-    config: Config,
-    n: int,
-    sockets: dict[str, socket.socket],
-    bound: dict[str, tuple[str, int]],
-    announce: Ready,
-) -> int:
-    ready_r, ready_w = os.pipe()
-    children: dict[int, int] = {}
-    stopping = False
+class _Master:
+    """Forks the workers, restarts those that die, relays SIGTERM/SIGINT, and validates and
+    hands out reloads."""
 
-    def spawn(index: int) -> None:
+    def __init__(
+        self,
+        config: Config,
+        n: int,
+        sockets: dict[str, socket.socket],
+        bound: dict[str, tuple[str, int]],
+        announce: Ready,
+        load: Loader | None,
+        watch: list[str] | None,
+    ) -> None:
+        self.config = config
+        self.n = n
+        self.sockets = sockets
+        self.bound = bound
+        self.announce = announce
+        self.load = load
+        self.watcher = Watcher(watch) if watch and load else None
+        self.children: dict[int, int] = {}
+        self.stopping = False
+        self.hup = False
+        self.ready_r, self.ready_w = os.pipe()
+        self.private = tempfile.mkdtemp(prefix="wslb-")  # 0700: the configuration for workers
+        self.config_file = os.path.join(self.private, "config.json")
+        self._write_config()
+
+    def _write_config(self) -> None:
+        tmp = self.config_file + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(self.config.model_dump_json())
+        os.replace(tmp, self.config_file)
+
+    def _worker_load(self) -> tuple[Config | None, list[ConfigIssue]]:
+        with open(self.config_file, encoding="utf-8") as fh:
+            return Config.model_validate_json(fh.read()), []
+
+    def spawn(self, index: int) -> None:
         pid = os.fork()
         if pid == 0:  # worker
             code = 1
             try:
-                os.close(ready_r)
+                os.close(self.ready_r)
+                signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                own = {name: bind_socket(a, p) for name, (a, p) in bound.items()}
-                for s in sockets.values():
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the worker's loop takes it
+                own = {name: bind_socket(a, p) for name, (a, p) in self.bound.items()}
+                for s in self.sockets.values():
                     s.close()
-                run_worker(config, own, index, lambda _b: _notify(ready_w))
+                ready_w = self.ready_w
+                run_worker(
+                    self.config,
+                    own,
+                    index,
+                    lambda _b: _notify(ready_w),
+                    self._worker_load if self.load else None,
+                )
                 code = 0
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:
                 os._exit(code)
-        children[pid] = index
+        self.children[pid] = index
 
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for i in range(n):
-        spawn(i)
+    def on_hup(self, signum: int, _frame: object) -> None:
+        self.hup = True
 
-    ready = 0
-    deadline = time.monotonic() + 60
-    while ready < n and not stopping and time.monotonic() < deadline:
-        r, _, _ = select.select([ready_r], [], [], 0.2)
-        if r:
-            ready += len(os.read(ready_r, 64))
-        pid, _status = os.waitpid(-1, os.WNOHANG)
-        if pid:
-            log.error("worker %d exited during start-up", children.pop(pid, -1))
-            on_signal(signal.SIGTERM, None)
-    if ready >= n:
-        log.info("master %d: %d workers ready", os.getpid(), n)
-        announce(bound)
+    def reload(self) -> None:
+        assert self.load is not None
+        config = checked(self.load)
+        if config is None:
+            return
+        self.config = _with_secret(config, self.config.server.secret)
+        self._write_config()
+        log.info("master %d: configuration reloaded; telling the workers", os.getpid())
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
 
-    code = 0
-    while children:
+    def run(self) -> int:
         try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            break
-        index = children.pop(pid, None)
-        if index is None:
-            continue
-        if not stopping:
-            log.error(
-                "worker %d (pid %d) died with status %d; starting it again", index, pid, status
-            )
-            time.sleep(0.5)
-            spawn(index)
-        elif os.waitstatus_to_exitcode(status) != 0:
-            code = 1
-    for s in sockets.values():
-        s.close()
-    sys.stdout.flush()
-    return code
+            return self._run()
+        finally:
+            shutil.rmtree(self.private, ignore_errors=True)
+
+    def _run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGHUP, self.on_hup if self.load else signal.SIG_IGN)
+        for i in range(self.n):
+            self.spawn(i)
+
+        ready = 0
+        deadline = time.monotonic() + 60
+        while ready < self.n and not self.stopping and time.monotonic() < deadline:
+            r, _, _ = select.select([self.ready_r], [], [], 0.2)
+            if r:
+                ready += len(os.read(self.ready_r, 64))
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                log.error("worker %d exited during start-up", self.children.pop(pid, -1))
+                self.on_signal(signal.SIGTERM, None)
+        if ready >= self.n:
+            log.info("master %d: %d workers ready", os.getpid(), self.n)
+            self.announce(self.bound)
+
+        code = 0
+        while self.children:
+            r, _, _ = select.select([wake_r, self.ready_r], [], [], 1.0)
+            if wake_r in r:
+                os.read(wake_r, 512)
+            if self.ready_r in r:
+                os.read(self.ready_r, 64)  # a restarted worker is up
+            if not self.stopping and (
+                self.hup or (self.watcher is not None and self.watcher.changed())
+            ):
+                self.hup = False
+                self.reload()
+            while self.children:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    self.children.clear()
+                    break
+                if not pid:
+                    break
+                index = self.children.pop(pid, None)
+                if index is None:
+                    continue
+                if not self.stopping:
+                    log.error(
+                        "worker %d (pid %d) died with status %d; starting it again",
+                        index,
+                        pid,
+                        status,
+                    )
+                    time.sleep(0.5)
+                    self.spawn(index)
+                elif os.waitstatus_to_exitcode(status) != 0:
+                    code = 1
+        signal.set_wakeup_fd(-1)
+        for s in self.sockets.values():
+            s.close()
+        sys.stdout.flush()
+        return code

@@ -56,16 +56,23 @@ class Listener:
         self.pending: set[asyncio.Task[None]] = set()
         self.port = sock.getsockname()[1]
         state.port_bytes = str(self.port).encode()
+        self.factory = protocol_factory(runtime, state)
+
+    def swap(self, state: ListenerState) -> None:
+        """A reload: connections accepted from now on are served by ``state`` (same socket,
+        protocol and TLS; only routes, limits and the like changed)."""
+        state.port_bytes = str(self.port).encode()
+        self.state = state
+        self.factory = protocol_factory(self.runtime, state)
 
     async def start(self) -> None:
         loop = self.runtime.loop
-        factory = protocol_factory(self.runtime, self.state)
         if self.state.spec.proxy_protocol:
             self.sock.listen(BACKLOG)
-            self.accept_task = loop.create_task(self._accept_loop(factory))
+            self.accept_task = loop.create_task(self._accept_loop())
         else:
             self.server = await loop.create_server(
-                lambda: factory(None),
+                lambda: self.factory(None),
                 sock=self.sock,
                 ssl=self.state.ssl_context,
                 backlog=BACKLOG,
@@ -85,7 +92,7 @@ class Listener:
         except OSError:
             pass
 
-    async def _accept_loop(self, factory: Callable[[ProxyInfo | None], asyncio.Protocol]) -> None:
+    async def _accept_loop(self) -> None:
         loop = self.runtime.loop
         while True:
             try:
@@ -96,7 +103,7 @@ class Listener:
                 log.warning("listener %s: accept failed: %s", self.state.name, exc)
                 await asyncio.sleep(0.1)
                 continue
-            task = loop.create_task(self._handshake(conn, addr, factory))
+            task = loop.create_task(self._handshake(conn, addr, self.factory))
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 

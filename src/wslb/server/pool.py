@@ -69,7 +69,11 @@ class Pool:
                 keep.append(conn)
         self._idle = keep
 
-    def close_all(self) -> None:
+    def close_all(self, retire: bool = False) -> None:
+        """Close the idle connections; ``retire``: and keep none from now on (a connection
+        handed back later is closed by its caller)."""
+        if retire:
+            self.max_requests = 0
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()

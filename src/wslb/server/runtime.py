@@ -13,6 +13,7 @@ import itertools
 import logging
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_change
@@ -126,6 +127,45 @@ class BackendState:
         self.health_changed()
         return True
 
+    def adopt(self, old: BackendState) -> None:
+        """Take over the state of the backend this one replaces (a reload): endpoints that
+        stay keep their object (health, ejection, open counts, round-robin position) and, when
+        the connection settings did not change, their idle connections."""
+        current = {ep.address: ep for ep in old.endpoints}
+        endpoints = []
+        for ep in self.endpoints:
+            kept = current.get(ep.address)
+            if kept is not None:
+                kept.weight = ep.weight
+                ep = kept
+            endpoints.append(ep)
+        self.endpoints = endpoints
+        same_conns = (
+            old.pooling
+            and self.pooling
+            and old.spec.protocol == self.spec.protocol
+            and old.spec.tls == self.spec.tls
+            and old.spec.keepalive == self.spec.keepalive
+        )
+        fresh = {ep.address: pool for ep, pool in self.pools.items()}
+        self.pools = {
+            ep: (old.pools.get(ep) if same_conns else None) or fresh[ep.address]
+            for ep in endpoints
+            if ep.address in fresh
+        }
+        self.health_changed()
+
+    def retire(self, keep: set[EndpointState]) -> list[EndpointState]:
+        """This backend is replaced (a reload): its endpoints that are not in ``keep`` take no
+        new sessions, and idle connections no one took over are closed. Returns the endpoints
+        that left."""
+        gone = []
+        for ep in self.endpoints:
+            if ep not in keep:
+                ep.draining = True
+                gone.append(ep)
+        return gone
+
     def health_changed(self) -> None:
         """An endpoint's health or drain state changed: recompute who is available."""
         self._available = None
@@ -212,6 +252,11 @@ class RouteState:
             if limits.connections:
                 self.conn_limit = Counter(limits.connections)
 
+    def adopt(self, old: RouteState) -> None:
+        """Keep the rate and connection counts of the route this one replaces (a reload)."""
+        if old.spec.limits == self.spec.limits:
+            self.rps, self.rpm, self.conn_limit = old.rps, old.rpm, old.conn_limit
+
     def sweep(self, now: float) -> None:
         for buckets in (self.rps, self.rpm):
             if buckets is not None:
@@ -237,6 +282,7 @@ class ListenerState:
         config: Config,
         backends: dict[str, BackendState],
         secret: bytes = b"",
+        previous: ListenerState | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -262,7 +308,15 @@ class ListenerState:
         access = AccessList(spec.allow, spec.deny)
         self.access = access if access else None
         self.ssl_context: ssl.SSLContext | None = None
-        if spec.tls is not None:
+        if previous is not None:
+            olds = {(r.spec, r.backend.name): r for r in previous.route_states}
+            for route in self.route_states:
+                was = olds.get((route.spec, route.backend.name))
+                if was is not None:
+                    route.adopt(was)
+            if previous.spec.tls == spec.tls and previous.http2 == self.http2:
+                self.ssl_context = previous.ssl_context
+        if spec.tls is not None and self.ssl_context is None:
             alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
             self.ssl_context = server_context(
                 spec.tls.all_certificates(), spec.tls.min_version, alpn
@@ -276,6 +330,29 @@ class ListenerState:
         except ValueError:
             return False
         return any(addr in net for net in self.trusted)
+
+
+@dataclass
+class Reload:
+    """What a reload changed (for its log line and the admin API)."""
+
+    generation: int
+    backends_changed: list[str] = field(default_factory=list)
+    backends_removed: list[str] = field(default_factory=list)
+    endpoints_added: list[str] = field(default_factory=list)
+    endpoints_removed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = []
+        for label, items in (
+            ("backends changed", self.backends_changed),
+            ("backends removed", self.backends_removed),
+            ("endpoints added", self.endpoints_added),
+            ("endpoints removed", self.endpoints_removed),
+        ):
+            if items:
+                parts.append(f"{label}: {', '.join(items)}")
+        return "; ".join(parts) or "no backend changes"
 
 
 class Closable(Protocol):
@@ -310,6 +387,71 @@ class Runtime:
         self._ids = itertools.count(1)
         self.health: HealthChecker | None = None
         self.on_idle: Callable[[], None] | None = None
+        self.generation = 1  # of the configuration; each reload adds one
+
+    def apply(self, config: Config) -> Reload:
+        """Swap ``config`` in (a reload). Backends and listeners are rebuilt from it, taking
+        over the state of those they replace (endpoints, idle connections, rate counters, TLS
+        contexts); what is in flight keeps the objects it started with, so a request or tunnel
+        never notices. The caller re-binds listeners and restarts health checks."""
+        old_backends = self.backends
+        backends: dict[str, BackendState] = {}
+        for spec in config.backends:
+            old = old_backends.get(spec.name)
+            if old is not None and old.spec == spec:
+                backends[spec.name] = old
+                continue
+            new = BackendState(spec, self.secret)
+            if old is not None:
+                new.adopt(old)
+            backends[spec.name] = new
+        reload = Reload(self.generation + 1)
+        for name, old in old_backends.items():
+            new_b = backends.get(name)
+            if new_b is old:
+                continue
+            keep = set(new_b.endpoints) if new_b is not None else set()
+            for ep in old.retire(keep):
+                reload.endpoints_removed.append(f"{name}/{ep.address}")
+            kept_pools = set(new_b.pools.values()) if new_b is not None else set()
+            for pool in old.pools.values():
+                if pool not in kept_pools:
+                    pool.close_all(retire=True)
+                    self.sweeper.discard(pool)
+            old.health_changed()
+        for name, new_b in backends.items():
+            before = (
+                {ep.address for ep in old_backends[name].endpoints}
+                if (name in old_backends)
+                else set()
+            )
+            reload.endpoints_added += [
+                f"{name}/{ep.address}" for ep in new_b.endpoints if ep.address not in before
+            ]
+            for pool in new_b.pools.values():
+                self.sweeper.add(pool)
+        listeners = {
+            lst.name: ListenerState(
+                lst, config, backends, self.secret, self.listeners.get(lst.name)
+            )
+            for lst in config.listeners
+        }
+        for state in self.listeners.values():
+            for route in state.route_states:
+                self.sweeper.discard(route)
+        for state in listeners.values():
+            for route in state.route_states:
+                if route.rps is not None or route.rpm is not None:
+                    self.sweeper.add(route)
+        reload.backends_changed = sorted(
+            n for n, b in backends.items() if old_backends.get(n) is not b
+        )
+        reload.backends_removed = sorted(set(old_backends) - set(backends))
+        self.config = config
+        self.backends = backends
+        self.listeners = listeners
+        self.generation = reload.generation
+        return reload
 
     def next_id(self) -> str:
         return f"c{next(self._ids)}"
