@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -224,3 +225,60 @@ async def test_affinity_survives_a_reload(wslb: Callable[..., Wslb], backends: l
             assert http.cookies["route"] == cookie  # the client sends what it was given
             r = await http.get("/a")
             assert json.loads(r.text)["server"] == server
+
+
+async def test_a_certificate_replaced_in_place_serves_new_handshakes(
+    wslb: Callable[..., Wslb], backends: list[Proc], tmp_path: Path
+) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+
+    def issue() -> bytes:
+        leaf = ca.issue_cert("localhost")
+        cert_file.write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+        key_file.write_bytes(leaf.private_key_pem.bytes())
+        return leaf.cert_chain_pems[0].bytes()
+
+    first = issue()
+    config: dict[str, Any] = {
+        "listeners": [
+            {
+                "name": "web",
+                "address": "127.0.0.1",
+                "port": 0,
+                "protocol": "https",
+                "tls": {"certificate": str(cert_file), "key": str(key_file)},
+            }
+        ],
+        "backends": [
+            {"name": "app", "endpoints": endpoints(backends[:1]), "health": {"enabled": False}}
+        ],
+        "routes": [{"path": "/", "backend": "app"}],
+    }
+    lb = wslb(config)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+
+    async def served_cert() -> bytes:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", lb.port("web"), ssl=ctx, server_hostname="localhost"
+        )
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return ssl.DER_cert_to_PEM_cert(der).encode()
+
+    def same(a: bytes, b: bytes) -> bool:
+        return ssl.PEM_cert_to_DER_cert(a.decode()) == ssl.PEM_cert_to_DER_cert(b.decode())
+
+    assert same(await served_cert(), first)
+    async with connect(f"wss://localhost:{lb.port('web')}/ws", ssl=ctx) as ws:
+        second = issue()  # same paths, new files: the config text does not change
+        lb.signal(signal.SIGHUP)
+        _applied(lb, 2)
+        assert same(await served_cert(), second)
+        await ws.send("on the old certificate")
+        assert await ws.recv() == "on the old certificate"

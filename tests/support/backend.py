@@ -11,6 +11,7 @@ Routes:
   /trailers               a chunked body followed by trailers (x-checksum, grpc-status)
   /page                    an HTML page whose script opens a WebSocket to /ws on its own
                            origin, exchanges 20 messages and puts the result in window.result
+  /ws-accepted             {"times": [...]}: when each WebSocket was accepted (monotonic)
   /ws                      WebSocket echo; a text "close:CODE" closes with CODE;
                            "whoami" answers the server name; "bytes:N" answers N bytes;
                            "version" answers the HTTP version the handshake came in
@@ -30,12 +31,21 @@ import hashlib
 import json
 import os
 import socket
+import time
 from typing import Any
 
 import uvicorn
 import uvloop
 
 NAME = os.environ.get("BACKEND_NAME", "backend")
+ACCEPTED: list[float] = []  # when each WebSocket was accepted
+
+
+async def _json(send: Any, data: Any) -> None:
+    body = json.dumps(data).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 PAGE = b"""<!doctype html><title>ws</title><body><script>
@@ -142,6 +152,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         await send({"type": "http.response.body", "body": b""})
         return
+    if path == "/ws-accepted":  # when this backend accepted each WebSocket (monotonic clock)
+        await _json(send, {"times": ACCEPTED})
+        return
     if path == "/slow" or "delay" in params:
         await asyncio.sleep(float(params.get("delay", "1")))
     size, digest = await _read_body(receive)
@@ -179,6 +192,7 @@ async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "websocket.close", "code": 1008})
         return
     await send({"type": "websocket.accept", "headers": [(b"x-server", NAME.encode())]})
+    ACCEPTED.append(time.monotonic())
     while True:
         msg = await receive()
         if msg["type"] == "websocket.disconnect":

@@ -258,6 +258,22 @@ CASES: dict[str, tuple[str, dict[str, str], Check]] = {
         _route(lambda r: r.headers.response_set[0].value == "$host"),
     ),
     WSLB + "engineio-affinity": ("false", {}, _route(lambda r: r.engineio_affinity is False)),
+    WSLB + "websocket-rate": (
+        "200",
+        {},
+        _route(lambda r: (r.admission.rate, r.admission.status) == (200, 503)),
+    ),
+    WSLB + "websocket-client-rate": (
+        "5",
+        {WSLB + "websocket-limit-status": "429"},
+        _route(lambda r: (r.admission.client_rate, r.admission.rate) == (5, None)),
+    ),
+    WSLB + "websocket-limit-status": (
+        "429",
+        {WSLB + "websocket-rate": "10"},
+        _route(lambda r: r.admission.status == 429),
+    ),
+    WSLB + "max-tunnels": ("1000", {}, _backend(lambda b: b.max_tunnels == 1000)),
     DO + "protocol": (
         "http",
         {},

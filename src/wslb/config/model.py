@@ -265,6 +265,11 @@ class BackendSpec(Spec):
     tls: UpstreamTLSSpec = UpstreamTLSSpec()
     proxy_protocol: Literal["v1", "v2"] | None = None
     retry_after: int = Field(default=5, ge=0, description="Retry-After seconds on 503")
+    max_tunnels: int | None = Field(
+        default=None,
+        ge=1,
+        description="open WebSockets (and tcp tunnels) at once; more handshakes get 503",
+    )
     discovery: DiscoverySpec | None = None
 
     @model_validator(mode="after")
@@ -378,6 +383,16 @@ class LimitsSpec(Spec):
     exempt: Cidrs = ()  # client ranges the limits do not apply to
 
 
+class AdmissionSpec(Spec):
+    """WebSocket handshakes let through on a route, against reconnect storms: at most ``rate``
+    in any second (all clients) and ``client_rate`` per client address; the others get
+    ``status`` with a Retry-After that spreads them over the coming seconds."""
+
+    rate: int | None = Field(default=None, ge=1)
+    client_rate: int | None = Field(default=None, ge=1)
+    status: Literal[429, 503] = 503
+
+
 # --------------------------------------------------------------------------- routes, listeners
 
 
@@ -392,6 +407,7 @@ class RouteSpec(Spec):
     redirect_https: RedirectSpec | None = None
     cors: CorsSpec | None = None
     affinity: CookieSpec | None = None
+    admission: AdmissionSpec | None = None
     hash_by: str | None = Field(
         default=None, description="consistent hashing on $remote_addr, $request_uri, $http_x, ..."
     )

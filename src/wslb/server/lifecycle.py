@@ -51,12 +51,16 @@ Ready = Callable[[dict[str, tuple[str, int]]], None]
 Loader = Callable[[], tuple[Config | None, list[ConfigIssue]]]
 
 
-def _with_secret(config: Config, secret: str | None) -> Config:
+def _carry_over(config: Config, running: Config) -> Config:
     """A reloaded configuration without ``server.secret`` keeps the running one, so affinity
-    cookies and Engine.IO tags stay valid."""
-    if config.server.secret is not None or secret is None:
-        return config
-    server = config.server.model_copy(update={"secret": secret})
+    cookies and Engine.IO tags stay valid; the number of workers cannot change without a
+    restart."""
+    server = config.server.model_copy(
+        update={
+            "secret": config.server.secret or running.server.secret,
+            "workers": running.server.workers,
+        }
+    )
     return config.model_copy(update={"server": server})
 
 
@@ -201,7 +205,7 @@ class Worker:
         if self.reloading is None:
             self.reloading = asyncio.Lock()
         async with self.reloading:
-            config = _with_secret(config, self.config.server.secret)
+            config = _carry_over(config, self.config)
             current = {lst.state.name: lst for lst in self.listeners}
             fresh: dict[str, socket.socket] = {}
             try:  # first the sockets: if one cannot be bound, nothing changes
@@ -210,8 +214,8 @@ class Worker:
                     if cur is None or _needs_socket(cur.state.spec, spec):
                         fresh[spec.name] = bind_socket(spec.address, spec.port)
             except OSError as exc:
-                for sock in fresh.values():
-                    sock.close()
+                for unused in fresh.values():
+                    unused.close()
                 log.error("reload refused: cannot bind a listener: %s", exc)
                 return None
             runtime.secret = (config.server.secret or "").encode()
@@ -220,11 +224,23 @@ class Worker:
             for spec in config.listeners:
                 state = runtime.listeners[spec.name]
                 cur = current.pop(spec.name, None)
-                if spec.name not in fresh and cur is not None:
+                sock = fresh.get(spec.name)
+                if (
+                    sock is None
+                    and cur is not None
+                    and state.ssl_context is not cur.state.ssl_context
+                ):
+                    try:  # new certificates: the same address, a new socket and context
+                        sock = bind_socket(spec.address, cur.port)
+                    except OSError as exc:
+                        log.error("listener %s keeps its old certificates: %s", spec.name, exc)
+                        state.ssl_context = cur.state.ssl_context
+                if sock is None and cur is not None:
                     cur.swap(state)
                     listeners.append(cur)
                     continue
-                listener = Listener(runtime, state, fresh[spec.name])
+                assert sock is not None
+                listener = Listener(runtime, state, sock)
                 await listener.start()  # the new socket listens before the old one closes
                 listeners.append(listener)
                 if cur is not None:
@@ -338,11 +354,13 @@ def serve(
     """Run wslb. ``load`` reads the configuration again for a reload (SIGHUP; and every
     change of the ``watch`` paths); without it SIGHUP is ignored."""
     n = workers or config.server.workers
-    if config.server.secret is None:
-        # One random key for this start, shared by the workers forked below; replicas that
-        # must agree on affinity cookies are given the same `server.secret`.
-        server = config.server.model_copy(update={"secret": secrets.token_hex(32)})
-        config = config.model_copy(update={"server": server})
+    # One random key for this start, shared by the workers forked below (replicas that must
+    # agree on affinity cookies are given the same `server.secret`); and the real number of
+    # workers, which per-worker shares of limits are computed from.
+    server = config.server.model_copy(
+        update={"secret": config.server.secret or secrets.token_hex(32), "workers": n}
+    )
+    config = config.model_copy(update={"server": server})
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until someone handles it
     sockets = {lst.name: bind_socket(lst.address, lst.port) for lst in config.listeners}
     bound = {name: sock.getsockname()[:2] for name, sock in sockets.items()}
@@ -441,7 +459,7 @@ class _Master:
         config = checked(self.load)
         if config is None:
             return
-        self.config = _with_secret(config, self.config.server.secret)
+        self.config = _carry_over(config, self.config)
         self._write_config()
         log.info("master %d: configuration reloaded; telling the workers", os.getpid())
         for pid in list(self.children):

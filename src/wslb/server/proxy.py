@@ -50,7 +50,7 @@ from wslb.server.upstream import UpstreamHTTP, open_upstream
 
 if TYPE_CHECKING:
     from wslb.server.pool import Pool
-    from wslb.server.runtime import BackendState, ListenerState, RouteState, Runtime
+    from wslb.server.runtime import BackendState, Gauge, ListenerState, RouteState, Runtime
 
 log = logging.getLogger("wslb.http")
 
@@ -147,8 +147,8 @@ _ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 3
 class Limited(HTTPError):
     """A rate or connection limit (ingress-nginx answers 503 unless told otherwise)."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail, headers=[(b"Retry-After", b"1")])
+    def __init__(self, status: int, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail, headers=[(b"Retry-After", b"%d" % retry_after)])
         self.status = status
         self.reason = REASON_PHRASES.get(status, b"Unknown").decode()
 
@@ -173,6 +173,7 @@ class Exchange:
     resp_started = False  # response bytes went to the client
     close_after = False
     is_upgrade = False
+    tunnel_slot: Gauge | None = None  # a place under the backend's tunnel cap, held
     interim = False
     up_until_close = False
     up_progress = False
@@ -253,6 +254,10 @@ class Exchange:
                 self.local_reply(exc)
                 return
             self.is_upgrade = True
+        if (route.admission is not None or route.backend.max_tunnels is not None) and (
+            not self._admitted(route)
+        ):
+            return
         self.connect()
 
     def _engineio(self, route: RouteState) -> bool:
@@ -299,6 +304,32 @@ class Exchange:
                 self.local_reply(Limited(route.limit_status, f"{ip} over the connection limit"))
                 return False
             self.conn_key = ip
+        return True
+
+    def _admitted(self, route: RouteState) -> bool:
+        """Admission control for new WebSocket and Engine.IO sessions (not for the upgrade of
+        a session that exists already): the route's handshake rates, the backend's cap on
+        open tunnels."""
+        new_session = (self.is_upgrade and self.pinned is None) or self.eio_version is not None
+        if not new_session:
+            return True
+        adm = route.admission
+        if adm is not None:
+            ip = self.down.client_addr[0]
+            wait = adm.admit(ip, self.down.loop.time())
+            if wait:
+                status = route.spec.admission.status  # type: ignore[union-attr]
+                self.local_reply(Limited(status, f"{ip}: handshake rate exceeded", wait))
+                return False
+        backend = route.backend
+        cap = backend.max_tunnels
+        if cap is not None and self.is_upgrade:
+            if backend.tunnels.n >= cap:
+                why = f"backend {backend.name} has {cap} tunnels open"
+                self.local_reply(Limited(503, why, backend.spec.retry_after))
+                return False
+            backend.tunnels.n += 1
+            self.tunnel_slot = backend.tunnels
         return True
 
     def choose(self, backend: BackendState, now: float) -> EndpointState | None:
@@ -659,7 +690,10 @@ class Exchange:
         if self.conn_key is not None:  # ... and the client's connection-limit slot
             limiter, key = self.route.conn_limit, self.conn_key
             self.conn_key = None
-            tunnel.on_close = lambda: limiter.release(key)  # type: ignore[union-attr]
+            tunnel.on_close.append(lambda: limiter.release(key))  # type: ignore[union-attr]
+        if self.tunnel_slot is not None:  # ... and its place under the backend's tunnel cap
+            tunnel.on_close.append(self.tunnel_slot.release)
+            self.tunnel_slot = None
         down.become_tunnel(self, tunnel, up, tail)
 
     def upstream_write_paused(self) -> None:
@@ -872,6 +906,9 @@ class Exchange:
         self.state = S_DONE
         self._uncount()
         self._release_limits()
+        if self.tunnel_slot is not None:
+            self.tunnel_slot.release()
+            self.tunnel_slot = None
         up = self.up
         if up is not None:
             self.up = None

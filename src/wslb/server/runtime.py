@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import os
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from wslb.config.model import (
     TimeoutsSpec,
 )
 from wslb.middleware.access import AccessList
+from wslb.middleware.admission import Admission
 from wslb.middleware.affinity import CookieAffinity
 from wslb.middleware.cors import Cors
 from wslb.middleware.engineio import EngineIOAffinity
@@ -49,8 +51,20 @@ log = logging.getLogger("wslb.server")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class Gauge:
+    """A count that outlives the object that made it (a backend replaced by a reload)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def release(self) -> None:
+        self.n -= 1
+
+
 class BackendState:
-    def __init__(self, spec: BackendSpec, secret: bytes = b"") -> None:
+    def __init__(self, spec: BackendSpec, secret: bytes = b"", workers: int = 1) -> None:
         self.spec = spec
         self.secret = secret
         self._ring: HashRing | None = None
@@ -77,6 +91,8 @@ class BackendState:
         self._available: list[EndpointState] | None = None
         self._available_until = 0.0
         self.retry_after = str(spec.retry_after).encode()
+        self.tunnels = Gauge()  # open tunnels and upgrades under way, this worker
+        self.max_tunnels = _share(spec.max_tunnels, workers)  # this worker's share
 
     def available(self, now: float) -> list[EndpointState]:
         """The endpoints that may get traffic now (cached until something changes)."""
@@ -140,6 +156,7 @@ class BackendState:
                 ep = kept
             endpoints.append(ep)
         self.endpoints = endpoints
+        self.tunnels = old.tunnels  # the same count: tunnels opened before close into it
         same_conns = (
             old.pooling
             and self.pooling
@@ -191,6 +208,7 @@ class RouteState:
 
     __slots__ = (
         "access",
+        "admission",
         "affinity",
         "backend",
         "conn_limit",
@@ -212,7 +230,12 @@ class RouteState:
     )
 
     def __init__(
-        self, spec: RouteSpec, backend: BackendState, client: ClientSpec, secret: bytes
+        self,
+        spec: RouteSpec,
+        backend: BackendState,
+        client: ClientSpec,
+        secret: bytes,
+        workers: int = 1,
     ) -> None:
         self.spec = spec
         self.backend = backend
@@ -226,6 +249,12 @@ class RouteState:
             CookieAffinity(spec.affinity, secret, backend.name) if spec.affinity else None
         )
         self.hash_by = Template(spec.hash_by) if spec.hash_by else None
+        adm = spec.admission
+        self.admission = (
+            Admission(_share(adm.rate, workers), _share(adm.client_rate, workers))
+            if adm is not None and (adm.rate or adm.client_rate)
+            else None
+        )
         self.engineio = EngineIOAffinity(secret, backend.name) if spec.engineio_affinity else None
         access = AccessList(spec.allow, spec.deny)
         self.access = access if access else None
@@ -256,11 +285,15 @@ class RouteState:
         """Keep the rate and connection counts of the route this one replaces (a reload)."""
         if old.spec.limits == self.spec.limits:
             self.rps, self.rpm, self.conn_limit = old.rps, old.rpm, old.conn_limit
+        if old.spec.admission == self.spec.admission:
+            self.admission = old.admission
 
     def sweep(self, now: float) -> None:
         for buckets in (self.rps, self.rpm):
             if buckets is not None:
                 buckets.sweep(now)
+        if self.admission is not None:
+            self.admission.sweep(now)
 
 
 class HeaderTemplate:
@@ -297,7 +330,7 @@ class ListenerState:
         )
         self.backend = backends[spec.backend] if spec.backend else None
         self.route_states = [
-            RouteState(r, backends[r.backend], spec.client, secret)
+            RouteState(r, backends[r.backend], spec.client, secret, config.server.workers)
             for r in config.routes
             if r.listeners is None or spec.name in r.listeners
         ]
@@ -308,13 +341,18 @@ class ListenerState:
         access = AccessList(spec.allow, spec.deny)
         self.access = access if access else None
         self.ssl_context: ssl.SSLContext | None = None
+        self.tls_files = _stamps(spec)  # a certificate file replaced in place is a change too
         if previous is not None:
             olds = {(r.spec, r.backend.name): r for r in previous.route_states}
             for route in self.route_states:
                 was = olds.get((route.spec, route.backend.name))
                 if was is not None:
                     route.adopt(was)
-            if previous.spec.tls == spec.tls and previous.http2 == self.http2:
+            if (
+                previous.spec.tls == spec.tls
+                and previous.http2 == self.http2
+                and previous.tls_files == self.tls_files
+            ):
                 self.ssl_context = previous.ssl_context
         if spec.tls is not None and self.ssl_context is None:
             alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
@@ -368,7 +406,8 @@ class Runtime:
         self.config = config
         self.loop = loop
         self.secret = (config.server.secret or "").encode()
-        self.backends = {b.name: BackendState(b, self.secret) for b in config.backends}
+        workers = config.server.workers
+        self.backends = {b.name: BackendState(b, self.secret, workers) for b in config.backends}
         self.listeners = {
             lst.name: ListenerState(lst, config, self.backends, self.secret)
             for lst in config.listeners
@@ -380,7 +419,7 @@ class Runtime:
                 self.sweeper.add(pool)
         for lst in self.listeners.values():
             for route in lst.route_states:
-                if route.rps is not None or route.rpm is not None:
+                if route.rps is not None or route.rpm is not None or route.admission:
                     self.sweeper.add(route)
         self.connections: set[Closable] = set()
         self.draining = False
@@ -401,7 +440,7 @@ class Runtime:
             if old is not None and old.spec == spec:
                 backends[spec.name] = old
                 continue
-            new = BackendState(spec, self.secret)
+            new = BackendState(spec, self.secret, config.server.workers)
             if old is not None:
                 new.adopt(old)
             backends[spec.name] = new
@@ -441,7 +480,7 @@ class Runtime:
                 self.sweeper.discard(route)
         for state in listeners.values():
             for route in state.route_states:
-                if route.rps is not None or route.rpm is not None:
+                if route.rps is not None or route.rpm is not None or route.admission:
                     self.sweeper.add(route)
         reload.backends_changed = sorted(
             n for n, b in backends.items() if old_backends.get(n) is not b
@@ -467,6 +506,26 @@ class Runtime:
             and not any(c.busy() for c in self.connections)
         ):
             self.on_idle()
+
+
+def _stamps(spec: ListenerSpec) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime, size) of the certificate and key files a listener reads."""
+    out = []
+    for cert in spec.tls.all_certificates() if spec.tls is not None else ():
+        for path in (cert.certificate, cert.key):
+            if path is not None:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                out.append((path, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def _share(value: int | None, workers: int) -> int | None:
+    """A worker's part of a limit that the workers enforce each on their own (nothing is
+    shared between them): the limit divided among them, rounded up."""
+    return None if value is None else max(1, -(-value // workers))
 
 
 def _smallest_timeout(config: Config) -> float:

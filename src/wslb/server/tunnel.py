@@ -100,7 +100,7 @@ class Tunnel:
         self.reason = ""
         self.down: Relay | None = None
         self.up: Relay | None = None
-        self.on_close: Callable[[], None] | None = None
+        self.on_close: list[Callable[[], None]] = []  # run once, when the tunnel ends
 
     def start(
         self,
@@ -201,8 +201,9 @@ class Tunnel:
 
     def _finished(self) -> None:
         self.endpoint.active -= 1
-        if self.on_close is not None:
-            self.on_close()
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
         down = self.down.nbytes if self.down else 0

@@ -389,6 +389,41 @@ TABLE: tuple[Annotation, ...] = (
         "Every request of an Engine.IO session (polling, upgrade) goes to the endpoint that "
         "created it, with no cookie (docs/socketio.md); `false` turns it off.",
     ),
+    Annotation(
+        WSLB + "websocket-rate",
+        "Ingress",
+        "supported",
+        parse_int(1),
+        "none",
+        "New WebSocket and Engine.IO sessions per second on the Ingress's paths, all clients "
+        "together (a sliding one-second window); the others get 503 with a Retry-After that "
+        "spreads them over the coming seconds. Divided among workers.",
+    ),
+    Annotation(
+        WSLB + "websocket-client-rate",
+        "Ingress",
+        "supported",
+        parse_int(1),
+        "none",
+        "The same per client address.",
+    ),
+    Annotation(
+        WSLB + "websocket-limit-status",
+        "Ingress",
+        "supported",
+        parse_choice("429", "503"),
+        "503",
+        "The status of handshakes refused by websocket-rate or websocket-client-rate.",
+    ),
+    Annotation(
+        WSLB + "max-tunnels",
+        "Ingress",
+        "supported",
+        parse_int(1),
+        "none",
+        "Open WebSockets at once per backend Service port of the Ingress (the smallest when "
+        "Ingresses disagree); more handshakes get 503 with Retry-After. Divided among workers.",
+    ),
     # ---- DigitalOcean load balancer (on the type: LoadBalancer Service)
     _d(
         "protocol",

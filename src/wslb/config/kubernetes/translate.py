@@ -30,6 +30,7 @@ from wslb.config.kubernetes.annotations import DO, NGINX, WSLB, AnnotationError
 from wslb.config.kubernetes.objects import KObject
 from wslb.config.kubernetes.snippet import SnippetError, parse_snippet
 from wslb.config.model import (
+    AdmissionSpec,
     BackendSpec,
     CertificateSpec,
     Config,
@@ -81,6 +82,7 @@ class _Backend:
     path: tuple[str | int, ...]
     protocol: str = "http"
     balance: str = "round_robin"
+    max_tunnels: int | None = None
 
 
 class Translator:
@@ -323,9 +325,17 @@ class Translator:
             )
             proto = "http"
         balance = self.annotation(ing, NGINX + "load-balance") or "round_robin"
+        cap = self.annotation(ing, WSLB + "max-tunnels")
         if backend_state is None:
-            self.backends[key] = _Backend(ref, port, ing, path, proto, balance)
-        elif (backend_state.protocol, backend_state.balance) != (proto, balance):
+            self.backends[key] = _Backend(ref, port, ing, path, proto, balance, cap)
+        elif cap is not None and backend_state.max_tunnels != cap:
+            # several Ingresses cap the same Service: the smallest cap holds
+            caps = [c for c in (backend_state.max_tunnels, cap) if c is not None]
+            backend_state.max_tunnels = min(caps)
+        if backend_state is not None and (backend_state.protocol, backend_state.balance) != (
+            proto,
+            balance,
+        ):
             self.warn(
                 ing,
                 path,
@@ -339,6 +349,9 @@ class Translator:
 
         def a(name: str) -> Any:
             return self.annotation(ing, NGINX + name)
+
+        def a_w(name: str) -> Any:
+            return self.annotation(ing, WSLB + name)
 
         opts: dict[str, Any] = {}
         # timeouts: read/send also govern tunnels, as in nginx
@@ -430,6 +443,13 @@ class Translator:
             )
         if self.annotation(ing, WSLB + "engineio-affinity") is False:
             opts["engineio_affinity"] = False
+        ws_rate, ws_client_rate = a_w("websocket-rate"), a_w("websocket-client-rate")
+        if ws_rate or ws_client_rate:
+            opts["admission"] = AdmissionSpec(
+                rate=ws_rate,
+                client_rate=ws_client_rate,
+                status=int(a_w("websocket-limit-status") or 503),  # type: ignore[arg-type]
+            )
         redirect_code = int(a("http-redirect-code") or 308)
         opts["_ssl_redirect"] = a("ssl-redirect") is not False
         opts["_force_ssl_redirect"] = bool(a("force-ssl-redirect"))
@@ -514,6 +534,7 @@ class Translator:
             protocol=b.protocol,  # type: ignore[arg-type]
             endpoints=tuple(endpoints),  # type: ignore[arg-type]
             balance=b.balance,  # type: ignore[arg-type]
+            max_tunnels=b.max_tunnels,
             keepalive=KeepaliveSpec(enabled=keepalive, max_idle=320 if keepalive else 32),
             health=health,
             proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
