@@ -40,6 +40,7 @@ from wslb.server.proxy import (
     S_QUEUED,
     Exchange,
     Upstream,
+    addresses,
 )
 from wslb.server.tunnel import Tunnel
 
@@ -147,17 +148,9 @@ class DownstreamHTTP(asyncio.Protocol):
                 self._hand_over(b"")
                 return
         self.out.transport = transport
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        if peer:
-            self.client_addr = (peer[0], peer[1])
-        if local:
-            self.local_addr = (local[0], local[1])
-        self.trusted = self.listener.is_trusted(self.client_addr[0])
-        if self.proxy is not None and self.proxy.source is not None:
-            self.client_addr = self.proxy.source
-            if self.proxy.destination is not None:
-                self.local_addr = self.proxy.destination
+        self.client_addr, self.local_addr, self.trusted = addresses(
+            transport, self.listener, self.proxy
+        )
         self.client_ip = self.client_addr[0].encode()
         sock = transport.get_extra_info("socket")
         if sock is not None:

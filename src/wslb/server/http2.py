@@ -53,7 +53,7 @@ from wslb.proto.http2 import (
     trailer_lines,
 )
 from wslb.proto.proxy_protocol import ProxyInfo
-from wslb.server.proxy import PENDING_BODY_LIMIT, S_DONE, Exchange, Upstream
+from wslb.server.proxy import PENDING_BODY_LIMIT, S_DONE, Exchange, Upstream, addresses
 from wslb.server.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -911,17 +911,9 @@ class H2Downstream(H2Session):
         return f"<H2Downstream {self.cid} {self.client_addr}>"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        if peer:
-            self.client_addr = (peer[0], peer[1])
-        if local:
-            self.local_addr = (local[0], local[1])
-        self.trusted = self.listener.is_trusted(self.client_addr[0])
-        if self.proxy is not None and self.proxy.source is not None:
-            self.client_addr = self.proxy.source
-            if self.proxy.destination is not None:
-                self.local_addr = self.proxy.destination
+        self.client_addr, self.local_addr, self.trusted = addresses(
+            transport, self.listener, self.proxy
+        )
         self.client_ip = self.client_addr[0].encode()
         super().connection_made(transport)
         self.deadline = self.loop.time() + self.listener.client.header_timeout

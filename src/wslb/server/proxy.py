@@ -44,6 +44,7 @@ from wslb.proto.engineio import (
 )
 from wslb.proto.headers import forward_request_headers, forward_response_headers
 from wslb.proto.http1 import REASON_PHRASES, Lines, RequestHead, ResponseHead, field, find_field
+from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import accept_value, validate_handshake
 from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
@@ -142,6 +143,26 @@ class Upstream(Protocol):
 
 # nginx add_header adds to these statuses unless "always" is given
 _ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+
+
+Address = tuple[str, int]
+
+
+def addresses(
+    transport: asyncio.BaseTransport, listener: ListenerState, proxy: ProxyInfo | None
+) -> tuple[Address, Address, bool]:
+    """A client connection's (client, local) addresses and whether its peer is a trusted
+    proxy: the socket's, or what a PROXY header said (the peer is then the proxy)."""
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    client: Address = (peer[0], peer[1]) if peer else ("0.0.0.0", 0)
+    here: Address = (local[0], local[1]) if local else ("0.0.0.0", 0)
+    trusted = listener.is_trusted(client[0])
+    if proxy is not None and proxy.source is not None:
+        client = proxy.source
+        if proxy.destination is not None:
+            here = proxy.destination
+    return client, here, trusted
 
 
 class Limited(HTTPError):
@@ -395,7 +416,7 @@ class Exchange:
                 self.attach(stream)
                 return
             self.state = S_CONNECTING
-            self.task = loop.create_task(self._connect_h2(ep))
+            self.task = loop.create_task(self._connect(ep, h2=True))
             return
         if backend.pooling:
             pooled: Upstream | None = backend.pools[ep].get()  # type: ignore[assignment]
@@ -406,41 +427,30 @@ class Exchange:
         self.state = S_CONNECTING
         self.task = loop.create_task(self._connect(ep))
 
-    async def _connect(self, ep: EndpointState) -> None:
+    async def _open_http1(self, ep: EndpointState) -> Upstream:
+        """A new HTTP/1.1 connection to ``ep`` (TLS and PROXY header as the backend says)."""
         backend = self.route.backend  # type: ignore[union-attr]
         down = self.down
-        loop = down.loop
         header = None
         if backend.spec.proxy_protocol is not None:
             header = proxy_header(backend.spec.proxy_protocol, down.client_addr, down.local_addr)
         pool = backend.pools.get(ep)
-        timeouts = self.route.timeouts  # type: ignore[union-attr]
-        try:
-            async with asyncio.timeout(timeouts.connect):
-                _, up = await open_upstream(
-                    loop, lambda: UpstreamHTTP(ep, pool, down.runtime.batch), backend, ep, header
-                )
-        except TimeoutError:
-            self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
-            return
-        except (OSError, ssl.SSLError) as exc:
-            self._connect_failed(ep, f"connect failed: {exc}", timeout=False)
-            return
-        self.task = None
-        if self.state != S_CONNECTING:
-            up.close()
-            return
-        ep.record_success()
-        self.attach(up)
+        _, up = await open_upstream(
+            down.loop, lambda: UpstreamHTTP(ep, pool, down.runtime.batch), backend, ep, header
+        )
+        return up
 
-    async def _connect_h2(self, ep: EndpointState) -> None:
-        """A stream on a new (or soon ready) HTTP/2 connection to ``ep``."""
-        h2 = self.route.backend.h2  # type: ignore[union-attr]
-        assert h2 is not None
+    async def _connect(self, ep: EndpointState, h2: bool = False) -> None:
+        """Open an upstream for this exchange: a new HTTP/1.1 connection, or a stream on a new
+        (or soon ready) HTTP/2 connection, within the connect timeout."""
         timeouts = self.route.timeouts  # type: ignore[union-attr]
+        h2_conns = self.route.backend.h2  # type: ignore[union-attr]
         try:
             async with asyncio.timeout(timeouts.connect):
-                up = await h2.stream(ep, self)
+                if h2 and h2_conns is not None:
+                    up = await h2_conns.stream(ep, self)
+                else:
+                    up = await self._open_http1(ep)
         except TimeoutError:
             self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
             return
