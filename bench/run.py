@@ -285,6 +285,7 @@ class Wslb(Proxy):
         conf.write_text(
             yaml.safe_dump(
                 {
+                    "server": {"access_log": False},  # as nginx and HAProxy here
                     "listeners": [
                         {
                             "name": "web",

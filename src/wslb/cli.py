@@ -9,8 +9,10 @@ Exit codes: 0 success, 1 configuration refused, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 import yaml
@@ -85,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line, access-log lines with their fields",
+    )
+    serve.add_argument(
         "--watch",
         action="store_true",
         help="reload when the config file, a manifest or a certificate file changes "
@@ -99,12 +107,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, pid, message, and the fields of an
+    access-log line (``record.access``) at the top level."""
+
+    converter = staticmethod(time.gmtime)
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+        )
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
@@ -181,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{where}: OK ({_summary(where, issues).split(': ', 1)[1]})")
         return 0
 
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     config, issues = _load(args)
     _print_issues(issues)
     if config is None:

@@ -783,7 +783,8 @@ def test_chromium_page_over_h2_and_websocket_over_an_http2_stream(
     opened = re.search(r"\[(c\d+)\] WebSocket over HTTP/2 stream (\d+) \(RFC 8441\)", log)
     assert opened is not None, log
     closed = re.search(
-        rf"\[{opened[1]}\.{opened[2]}\] websocket \(HTTP/2 stream\) tunnel to \S+ closed: "
+        rf"\[{opened[1]}\.{opened[2]}\] \S+ \"GET /ws HTTP/2\" websocket \(HTTP/2 stream\) "
+        r"tunnel to \S+ closed after [\d.]+s: "
         r".*; (\d+) bytes from client, (\d+) from upstream",
         log,
     )

@@ -505,6 +505,10 @@ class ListenerSpec(Spec):
 class ServerSpec(Spec):
     workers: int = Field(default=1, ge=1, le=256)
     shutdown_grace: Duration = 30.0
+    access_log: bool = Field(
+        default=True,
+        description="a line per request and per tunnel on the wslb.access logger (nginx: on)",
+    )
     secret: str | None = Field(
         default=None,
         description="key for affinity cookies; give every replica the same one "

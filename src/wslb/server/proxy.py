@@ -46,6 +46,7 @@ from wslb.proto.headers import forward_request_headers, forward_response_headers
 from wslb.proto.http1 import REASON_PHRASES, Lines, RequestHead, ResponseHead, field, find_field
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import accept_value, validate_handshake
+from wslb.server import access
 from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
 
@@ -212,10 +213,13 @@ class Exchange:
     eio_buf = b""
     sent_at = 0.0
     ws_key: bytes | None = None  # the Sec-WebSocket-Key wslb made for an extended CONNECT
+    status = 0  # of the response to the client (access log)
+    resp_bytes = 0  # response body bytes to the client
 
     def __init__(self, down: Downstream, head: RequestHead | None) -> None:
         self.down = down
         self.head = head if head is not None else RequestHead()
+        self.born = time.monotonic()
 
     # ------------------------------------------------------------------ request side
     def activate(self) -> None:
@@ -579,6 +583,7 @@ class Exchange:
         down = self.down
         head = self.head
         self.state = S_RESPONDING
+        self.status = status
         ep = self.endpoint
         if ep is not None and self.sent_at and self.route.backend.latency_aware:  # type: ignore[union-attr]
             now = down.loop.time()
@@ -610,6 +615,7 @@ class Exchange:
             self.finish(reusable=False)
 
     def on_response_body(self, data: bytes) -> None:
+        self.resp_bytes += len(data)
         if self.eio_head is not None:
             self.eio_buf += data
             self._tag_open_packet(complete=False)
@@ -696,6 +702,8 @@ class Exchange:
         tunnel = Tunnel(
             down.runtime, down.cid, "websocket", self.endpoint, self.route.timeouts.tunnel
         )
+        tunnel.client = down.client_addr[0]
+        tunnel.request = f"{self._method()} {self._target()} HTTP/{self.head.version}"
         self.counted = False  # the tunnel owns the endpoint's active count now
         if self.conn_key is not None:  # ... and the client's connection-limit slot
             limiter, key = self.route.conn_limit, self.conn_key
@@ -864,6 +872,8 @@ class Exchange:
             len(body),
             self.close_after,
         )
+        self.status = status
+        self.resp_bytes = len(body)
         self.resp_started = True
         self.state = S_RESPONDING
         self.finish(reusable=False)
@@ -910,15 +920,18 @@ class Exchange:
             self.conn_key = None
             self.route.conn_limit.release(key)  # type: ignore[union-attr]
 
+    def _release_tunnel_slot(self) -> None:
+        if self.tunnel_slot is not None:
+            self.tunnel_slot.release()
+            self.tunnel_slot = None
+
     def finish(self, *, reusable: bool) -> None:
         if self.state == S_DONE:
             return
         self.state = S_DONE
         self._uncount()
         self._release_limits()
-        if self.tunnel_slot is not None:
-            self.tunnel_slot.release()
-            self.tunnel_slot = None
+        self._release_tunnel_slot()
         up = self.up
         if up is not None:
             self.up = None
@@ -939,6 +952,8 @@ class Exchange:
             self.down.resume(P_UPSTREAM)
         if not self.req_done:
             self.close_after = True
+        if self.down.runtime.access_log:
+            access.request(self)
         self.down.exchange_finished(self)
 
     def abort(self, why: str) -> None:
@@ -948,6 +963,9 @@ class Exchange:
         self._drop_upstream()
         self._uncount()
         self._release_limits()
+        self._release_tunnel_slot()
+        if self.state != S_DONE and self.down.runtime.access_log:
+            access.request(self, f"aborted: {why}")
         self.state = S_DONE
         self.down.abort_response()
 
@@ -957,4 +975,7 @@ class Exchange:
         self._drop_upstream()
         self._uncount()
         self._release_limits()
+        self._release_tunnel_slot()
+        if self.state not in (S_DONE, S_TUNNEL) and self.down.runtime.access_log:
+            access.request(self, "client gone")
         self.state = S_DONE

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from wslb.server.healthcheck import HealthChecker
 
 log = logging.getLogger("wslb.server")
+access_log = logging.getLogger("wslb.access")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -427,6 +428,7 @@ class Runtime:
         self.health: HealthChecker | None = None
         self.on_idle: Callable[[], None] | None = None
         self.generation = 1  # of the configuration; each reload adds one
+        self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
 
     def apply(self, config: Config) -> Reload:
         """Swap ``config`` in (a reload). Backends and listeners are rebuilt from it, taking
@@ -490,6 +492,7 @@ class Runtime:
         self.backends = backends
         self.listeners = listeners
         self.generation = reload.generation
+        self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
         return reload
 
     def next_id(self) -> str:

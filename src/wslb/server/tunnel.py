@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 from wslb.balancer.endpoints import EndpointState
 from wslb.proto.proxy_protocol import ProxyInfo, build_v1, build_v2
+from wslb.server import access
 from wslb.server.upstream import PendingUpstream, open_upstream
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class Tunnel:
     __slots__ = (
         "active",
         "cid",
+        "client",
         "closed",
         "down",
         "endpoint",
@@ -74,6 +76,7 @@ class Tunnel:
         "lost",
         "on_close",
         "reason",
+        "request",
         "runtime",
         "started",
         "up",
@@ -98,6 +101,8 @@ class Tunnel:
         self.closed = False
         self.lost = 0
         self.reason = ""
+        self.client = ""  # for the access log: who, and what opened it
+        self.request = ""
         self.down: Relay | None = None
         self.up: Relay | None = None
         self.on_close: list[Callable[[], None]] = []  # run once, when the tunnel ends
@@ -206,18 +211,10 @@ class Tunnel:
             callback()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
-        down = self.down.nbytes if self.down else 0
-        up = self.up.nbytes if self.up else 0
-        log.info(
-            "[%s] %s tunnel to %s closed: %s; %d bytes from client, %d from upstream, %.1fs",
-            self.cid,
-            self.kind,
-            self.endpoint.address,
-            self.reason,
-            down,
-            up,
-            time.monotonic() - self.started,
-        )
+        if self.runtime.access_log:
+            access.tunnel(
+                self, self.down.nbytes if self.down else 0, self.up.nbytes if self.up else 0
+            )
 
 
 def proxy_header(
@@ -297,6 +294,7 @@ class TCPDownstream(asyncio.Protocol):
                 up_transport.close()
                 return
             tunnel = Tunnel(self.runtime, self.cid, "tcp", ep, backend.spec.timeouts.tunnel)
+            tunnel.client = client[0]
             tunnel.start(
                 transport,
                 up_transport,
