@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -46,6 +47,14 @@ def _port_map(value: str) -> dict[int, int]:
             raise argparse.ArgumentTypeError("expected PORT=PORT[,PORT=PORT...], e.g. 80=18080")
         out[int(a)] = int(b)
     return out
+
+
+def _admin_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError("expected [HOST:]PORT, e.g. 127.0.0.1:9100")
+    return host or "127.0.0.1", int(port)
 
 
 def _add_source(p: argparse.ArgumentParser, kubernetes_only: bool = False) -> None:
@@ -86,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
         "--ready-file", default=None, help="write the bound addresses here (JSON) once serving"
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--admin",
+        type=_admin_address,
+        default=None,
+        metavar="[HOST:]PORT",
+        help="admin listener: /metrics, /healthz, /readyz, JSON API, dashboard (HOST defaults "
+        "to 127.0.0.1; elsewhere a token is required)",
+    )
+    serve.add_argument(
+        "--admin-token",
+        default=None,
+        help="bearer token for the admin listener (or WSLB_ADMIN_TOKEN)",
+    )
     serve.add_argument(
         "--log-format",
         default="text",
@@ -141,7 +163,6 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
-    import os
 
     if getattr(args, "config", None) and args.filename:
         raise SystemExit("give -c FILE or -f PATH, not both")
@@ -237,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ready_file=args.ready_file,
             load=lambda: _load(args),
             watch=watch,
+            admin=args.admin,
+            admin_token=args.admin_token or os.environ.get("WSLB_ADMIN_TOKEN"),
         )
     except OSError as exc:
         logging.getLogger("wslb").error("cannot start: %s", exc)

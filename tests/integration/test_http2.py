@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -30,8 +29,9 @@ from hyperframe.frame import PingFrame, SettingsFrame
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints, http_config
+from tests.support.browser import run_browser_script
 from tests.support.h2client import H2Client
-from tests.support.procs import ROOT, Proc, Wslb, scaled, start_backend
+from tests.support.procs import Proc, Wslb, scaled, start_backend
 from tests.support.raw import RecordingBackend
 
 NGHTTP = shutil.which("nghttp")
@@ -753,28 +753,10 @@ def test_chromium_page_over_h2_and_websocket_over_an_http2_stream(
     """Chromium loads a page from a TLS listener that negotiated h2 and opens wss:// on the
     same origin: the WebSocket runs as an RFC 8441 stream of that connection (wslb's own
     accounting says so) and talks to an HTTP/1.1 backend."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    node = shutil.which("node")
-    modules = ROOT / "examples" / "chat" / "node_modules" / "playwright-core"
-    if node is None or not Path(chromium).exists() or not modules.exists():
-        pytest.skip("chromium, node or playwright-core is missing (.ci/run installs them)")
     lb = wslb(
         http_config(endpoints(backends[:1]), listener=_tls_listener(server_cert), protocol="https")
     )
-    res = subprocess.run(
-        [
-            node,
-            str(ROOT / "tests" / "node" / "browser_h2_ws.js"),
-            f"https://localhost:{lb.port('web')}/page",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=scaled(120),
-        env={**os.environ, "CHROMIUM": chromium},
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = run_browser_script("browser_h2_ws.js", f"https://localhost:{lb.port('web')}/page")
     assert out["protocol"] == "h2"
     assert out["result"]["echoes"] == [f"message {i}" for i in range(20)]
     assert out["result"]["server"] == "a"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -20,6 +19,7 @@ import aiohttp
 import pytest
 import socketio
 
+from tests.support.browser import run_browser_script
 from tests.support.chat import CHAT, Redis, start_pod
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
@@ -372,24 +372,8 @@ async def test_redis_restart_mid_run(
 def test_two_chromium_browsers_chat_across_pods(
     cluster: Cluster, wslb: Callable[..., Wslb]
 ) -> None:
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    node = shutil.which("node")
-    if (
-        node is None
-        or not Path(chromium).exists()
-        or not (CHAT / "node_modules" / "playwright-core").exists()
-    ):
-        pytest.skip("chromium, node or playwright-core is missing (.ci/run installs them)")
     lb = wslb(chat_config(cluster))
-    res = subprocess.run(
-        [node, str(ROOT / "tests" / "node" / "browser_chat.js"), lb.url("web") + "/"],
-        capture_output=True,
-        text=True,
-        timeout=scaled(120),
-        env={**os.environ, "CHROMIUM": chromium},
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = run_browser_script("browser_chat.js", lb.url("web") + "/")
     assert out["pods"][0] != out["pods"][1], out
     assert out["transport"] == ["websocket", "websocket"]
     assert ["hello from alice", out["pods"][0]] in out["seenByBob"]

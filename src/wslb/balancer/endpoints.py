@@ -40,6 +40,7 @@ class EndpointState:
         "healthy",
         "host",
         "port",
+        "tunnels",
         "weight",
     )
 
@@ -47,6 +48,7 @@ class EndpointState:
         self.host = host
         self.port = port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.tunnels = 0  # open tunnels (also counted in ``active``)
         self.weight = weight
         self.healthy = True
         self.ejected_until = 0.0

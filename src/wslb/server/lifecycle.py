@@ -38,12 +38,15 @@ from typing import Any
 
 import uvloop
 
+from wslb.balancer.endpoints import EndpointState
 from wslb.config.model import Config, ListenerSpec
 from wslb.errors import ConfigIssue
+from wslb.server.admin import AdminServer, is_loopback
 from wslb.server.discovery import Discovery
 from wslb.server.healthcheck import HealthChecker
 from wslb.server.listener import Listener, bind_socket
 from wslb.server.runtime import ListenerState, Reload, Runtime
+from wslb.server.stats import Stats, snapshot, write_snapshot
 
 log = logging.getLogger("wslb.server")
 
@@ -125,12 +128,17 @@ class Worker:
         index: int = 0,
         load: Loader | None = None,
         watch: list[str] | None = None,
+        state_dir: str | None = None,
     ) -> None:
         self.config = config
         self.sockets = sockets
         self.index = index
         self.load = load
         self.watch = watch
+        self.state_dir = state_dir  # with --admin: where snapshots go and drains come from
+        self.stats: Stats | None = Stats() if state_dir else None
+        self.api_drained: set[EndpointState] = set()
+        self.drains_seen: tuple[int, int] | None = None
         self.reloading: asyncio.Lock | None = None
         self.runtime: Runtime | None = None
         self.listeners: list[Listener] = []
@@ -141,6 +149,7 @@ class Worker:
     async def start(self) -> dict[str, tuple[str, int]]:
         loop = asyncio.get_running_loop()
         runtime = Runtime(self.config, loop)
+        runtime.stats = self.stats
         self.runtime = runtime
         bound: dict[str, tuple[str, int]] = {}
         for spec in self.config.listeners:
@@ -175,6 +184,9 @@ class Worker:
             log.info("worker %d: listener %s on %s:%d", self.index, name, host, port)
         if self.watch:
             spawn(self._watch(Watcher(self.watch)))
+        if self.state_dir is not None:
+            self.publish()
+            spawn(self._publish_every_second())
         if ready is not None:
             ready(bound)
         await self.stop_event.wait()
@@ -189,11 +201,62 @@ class Worker:
                 log.info("worker %d: a watched path changed", self.index)
                 await self.reload_from_source()
 
+    async def _publish_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.publish()
+
+    def publish(self) -> None:
+        """Write this worker's snapshot for the admin listener; take drains it recorded."""
+        assert self.state_dir is not None and self.stats is not None
+        if self.runtime is None:
+            return
+        self._apply_drains()
+        try:
+            write_snapshot(
+                self.state_dir, self.index, snapshot(self.runtime, self.index, self.stats)
+            )
+        except OSError as exc:
+            log.warning("worker %d: cannot write its snapshot: %s", self.index, exc)
+
+    def _apply_drains(self) -> None:
+        assert self.state_dir is not None and self.runtime is not None
+        path = os.path.join(self.state_dir, "drains.json")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        seen = (st.st_mtime_ns, st.st_size)
+        if seen == self.drains_seen:
+            return
+        self.drains_seen = seen
+        try:
+            with open(path, encoding="utf-8") as fh:
+                wanted = {(b, e) for b, e in json.load(fh)}
+        except (OSError, ValueError):
+            return
+        for name, backend in self.runtime.backends.items():
+            for ep in backend.endpoints:
+                drain = (name, ep.address) in wanted
+                if drain and not ep.draining:
+                    ep.draining = True
+                    self.api_drained.add(ep)
+                    log.info("worker %d: endpoint %s/%s drains", self.index, name, ep.address)
+                elif not drain and ep in self.api_drained:
+                    ep.draining = False
+                    self.api_drained.discard(ep)
+                    log.info("worker %d: endpoint %s/%s back", self.index, name, ep.address)
+                else:
+                    continue
+                backend.health_changed()
+
     async def reload_from_source(self) -> Reload | None:
         """SIGHUP, ``--watch`` or the admin API: read the configuration again and apply it."""
         assert self.load is not None
         config = checked(self.load)
         if config is None:
+            if self.stats is not None:
+                self.stats.reloads["refused"] += 1
             return None
         return await self.reload(config)
 
@@ -256,6 +319,9 @@ class Worker:
                         conn.listener = new  # type: ignore[attr-defined]
             await self._restart_checks()
             self.config = config
+            if self.stats is not None:
+                self.stats.reloads["applied"] += 1
+                self.publish()
             log.info(
                 "worker %d: configuration generation %d applied (%s)",
                 self.index,
@@ -316,6 +382,7 @@ def run_worker(
     ready: Ready | None = None,
     load: Loader | None = None,
     watch: list[str] | None = None,
+    state_dir: str | None = None,
 ) -> None:
     # Everything built so far (modules, config) lives as long as the process: keep it out of
     # the collector's way, and collect young objects less often. The data path makes few
@@ -324,15 +391,22 @@ def run_worker(
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(Worker(config, sockets, index, load, watch).run(ready))
+        runner.run(Worker(config, sockets, index, load, watch, state_dir).run(ready))
 
 
-def write_ready_file(path: str, bound: dict[str, tuple[str, int]], workers: int) -> None:
-    data = {
+def write_ready_file(
+    path: str,
+    bound: dict[str, tuple[str, int]],
+    workers: int,
+    admin: tuple[str, int] | None = None,
+) -> None:
+    data: dict[str, object] = {
         "pid": os.getpid(),
         "workers": workers,
         "listeners": {name: {"address": a, "port": p} for name, (a, p) in bound.items()},
     }
+    if admin is not None:
+        data["admin"] = {"address": admin[0], "port": admin[1]}
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
@@ -350,9 +424,12 @@ def serve(
     ready_file: str | None = None,
     load: Loader | None = None,
     watch: list[str] | None = None,
+    admin: tuple[str, int] | None = None,
+    admin_token: str | None = None,
 ) -> int:
     """Run wslb. ``load`` reads the configuration again for a reload (SIGHUP; and every
-    change of the ``watch`` paths); without it SIGHUP is ignored."""
+    change of the ``watch`` paths); without it SIGHUP is ignored. ``admin``: the address of
+    the admin listener (server/admin.py)."""
     n = workers or config.server.workers
     # One random key for this start, shared by the workers forked below (replicas that must
     # agree on affinity cookies are given the same `server.secret`); and the real number of
@@ -361,18 +438,58 @@ def serve(
         update={"secret": config.server.secret or secrets.token_hex(32), "workers": n}
     )
     config = config.model_copy(update={"server": server})
+    if admin is not None and not is_loopback(admin[0]) and not admin_token:
+        raise OSError(
+            f"the admin listener on {admin[0]} (not loopback) needs a token: --admin-token "
+            "or WSLB_ADMIN_TOKEN"
+        )
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until someone handles it
     sockets = {lst.name: bind_socket(lst.address, lst.port) for lst in config.listeners}
     bound = {name: sock.getsockname()[:2] for name, sock in sockets.items()}
+    state_dir = tempfile.mkdtemp(prefix="wslb-")  # 0700: snapshots, drains, reloads
+    admin_server = None
+    if admin is not None:
+        admin_server = AdminServer(admin, state_dir, n, _validator(load), os.getpid(), admin_token)
+        admin = (str(admin_server.address[0]), int(admin_server.address[1]))
 
     def announce(b: dict[str, tuple[str, int]]) -> None:
         if ready_file:
-            write_ready_file(ready_file, b, n)
+            write_ready_file(ready_file, b, n, admin)
 
-    if n == 1:
-        run_worker(config, sockets, 0, announce, load, watch if load else None)
-        return 0
-    return _Master(config, n, sockets, bound, announce, load, watch).run()
+    try:
+        if n == 1:
+            if admin_server is not None:
+                admin_server.start_thread()
+            run_worker(
+                config,
+                sockets,
+                0,
+                announce,
+                load,
+                watch if load else None,
+                state_dir if admin_server is not None else None,
+            )
+            return 0
+        master = _Master(config, n, sockets, bound, announce, load, watch, state_dir)
+        return master.run(admin_server)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _validator(load: Loader | None) -> Callable[[], list[str]] | None:
+    """For the admin API's reload: the configuration source's errors, read afresh."""
+    if load is None:
+        return None
+    loader = load
+
+    def validate() -> list[str]:
+        try:
+            config, issues = loader()
+        except Exception as exc:
+            return [str(exc)]
+        return [] if config is not None else [str(i) for i in issues if i.severity == "error"]
+
+    return validate
 
 
 class _Master:
@@ -388,6 +505,7 @@ class _Master:
         announce: Ready,
         load: Loader | None,
         watch: list[str] | None,
+        state_dir: str,
     ) -> None:
         self.config = config
         self.n = n
@@ -400,8 +518,11 @@ class _Master:
         self.stopping = False
         self.hup = False
         self.ready_r, self.ready_w = os.pipe()
-        self.private = tempfile.mkdtemp(prefix="wslb-")  # 0700: the configuration for workers
+        self.private = state_dir  # 0700: the configuration for workers, snapshots
         self.config_file = os.path.join(self.private, "config.json")
+        self.admin: AdminServer | None = None
+        self.admin_pid = 0
+        self.reloads_refused = 0
         self._write_config()
 
     def _write_config(self) -> None:
@@ -435,6 +556,8 @@ class _Master:
                     index,
                     lambda _b: _notify(ready_w),
                     self._worker_load if self.load else None,
+                    None,
+                    self.private if self.admin is not None else None,
                 )
                 code = 0
             except BaseException:
@@ -454,10 +577,41 @@ class _Master:
     def on_hup(self, signum: int, _frame: object) -> None:
         self.hup = True
 
+    def spawn_admin(self) -> None:
+        """The admin listener's own process: the master keeps no threads of its own."""
+        assert self.admin is not None
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: os._exit(0))  # nothing to drain here
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                os.close(self.ready_r)
+                for s in self.sockets.values():
+                    s.close()
+                self.admin.serve_forever()
+                code = 0
+            except BaseException:
+                log.exception("admin listener failed")
+            finally:
+                os._exit(code)
+        self.admin_pid = pid
+        self.children[pid] = -1
+
+    def _write_master(self) -> None:
+        path = os.path.join(self.private, "master.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump({"pid": os.getpid(), "reloads_refused": self.reloads_refused}, fh)
+        os.replace(path + ".tmp", path)
+
     def reload(self) -> None:
         assert self.load is not None
         config = checked(self.load)
         if config is None:
+            self.reloads_refused += 1
+            self._write_master()
             return
         self.config = _carry_over(config, self.config)
         self._write_config()
@@ -468,11 +622,13 @@ class _Master:
             except ProcessLookupError:
                 pass
 
-    def run(self) -> int:
+    def run(self, admin: AdminServer | None = None) -> int:
+        self.admin = admin
         try:
             return self._run()
         finally:
-            shutil.rmtree(self.private, ignore_errors=True)
+            if admin is not None:
+                admin.httpd.server_close()
 
     def _run(self) -> int:
         wake_r, wake_w = os.pipe()
@@ -483,6 +639,9 @@ class _Master:
         signal.signal(signal.SIGHUP, self.on_hup if self.load else signal.SIG_IGN)
         for i in range(self.n):
             self.spawn(i)
+        if self.admin is not None:
+            self._write_master()
+            self.spawn_admin()
 
         ready = 0
         deadline = time.monotonic() + 60
@@ -522,14 +681,15 @@ class _Master:
                 if index is None:
                     continue
                 if not self.stopping:
+                    what = "the admin listener" if index < 0 else f"worker {index}"
                     log.error(
-                        "worker %d (pid %d) died with status %d; starting it again",
-                        index,
-                        pid,
-                        status,
+                        "%s (pid %d) died with status %d; starting it again", what, pid, status
                     )
                     time.sleep(0.5)
-                    self.spawn(index)
+                    if index < 0:
+                        self.spawn_admin()
+                    else:
+                        self.spawn(index)
                 elif os.waitstatus_to_exitcode(status) != 0:
                     code = 1
         signal.set_wakeup_fd(-1)

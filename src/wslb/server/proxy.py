@@ -343,6 +343,8 @@ class Exchange:
             ip = self.down.client_addr[0]
             wait = adm.admit(ip, self.down.loop.time())
             if wait:
+                if self.down.runtime.stats is not None:
+                    self.down.runtime.stats.refusal(route.backend.name, "handshake rate")
                 status = route.spec.admission.status  # type: ignore[union-attr]
                 self.local_reply(Limited(status, f"{ip}: handshake rate exceeded", wait))
                 return False
@@ -350,6 +352,8 @@ class Exchange:
         cap = backend.max_tunnels
         if cap is not None and self.is_upgrade:
             if backend.tunnels.n >= cap:
+                if self.down.runtime.stats is not None:
+                    self.down.runtime.stats.refusal(backend.name, "max tunnels")
                 why = f"backend {backend.name} has {cap} tunnels open"
                 self.local_reply(Limited(503, why, backend.spec.retry_after))
                 return False
@@ -700,7 +704,12 @@ class Exchange:
         self.up = None
         assert self.route is not None and self.endpoint is not None
         tunnel = Tunnel(
-            down.runtime, down.cid, "websocket", self.endpoint, self.route.timeouts.tunnel
+            down.runtime,
+            down.cid,
+            "websocket",
+            self.endpoint,
+            self.route.timeouts.tunnel,
+            self.route.backend.name,
         )
         tunnel.client = down.client_addr[0]
         tunnel.request = f"{self._method()} {self._target()} HTTP/{self.head.version}"
@@ -920,6 +929,13 @@ class Exchange:
             self.conn_key = None
             self.route.conn_limit.release(key)  # type: ignore[union-attr]
 
+    def _ended_badly(self, outcome: str) -> None:
+        runtime = self.down.runtime
+        if runtime.stats is not None:
+            runtime.stats.request(self, True)
+        if runtime.access_log:
+            access.request(self, outcome)
+
     def _release_tunnel_slot(self) -> None:
         if self.tunnel_slot is not None:
             self.tunnel_slot.release()
@@ -952,7 +968,10 @@ class Exchange:
             self.down.resume(P_UPSTREAM)
         if not self.req_done:
             self.close_after = True
-        if self.down.runtime.access_log:
+        runtime = self.down.runtime
+        if runtime.stats is not None:
+            runtime.stats.request(self, False)
+        if runtime.access_log:
             access.request(self)
         self.down.exchange_finished(self)
 
@@ -964,8 +983,8 @@ class Exchange:
         self._uncount()
         self._release_limits()
         self._release_tunnel_slot()
-        if self.state != S_DONE and self.down.runtime.access_log:
-            access.request(self, f"aborted: {why}")
+        if self.state != S_DONE:
+            self._ended_badly(f"aborted: {why}")
         self.state = S_DONE
         self.down.abort_response()
 
@@ -976,6 +995,6 @@ class Exchange:
         self._uncount()
         self._release_limits()
         self._release_tunnel_slot()
-        if self.state not in (S_DONE, S_TUNNEL) and self.down.runtime.access_log:
-            access.request(self, "client gone")
+        if self.state not in (S_DONE, S_TUNNEL):
+            self._ended_badly("client gone")
         self.state = S_DONE

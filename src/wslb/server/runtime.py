@@ -45,6 +45,7 @@ from wslb.server.upstream_h2 import H2Connections
 
 if TYPE_CHECKING:
     from wslb.server.healthcheck import HealthChecker
+    from wslb.server.stats import Stats
 
 log = logging.getLogger("wslb.server")
 access_log = logging.getLogger("wslb.access")
@@ -428,6 +429,7 @@ class Runtime:
         self.health: HealthChecker | None = None
         self.on_idle: Callable[[], None] | None = None
         self.generation = 1  # of the configuration; each reload adds one
+        self.stats: Stats | None = None  # counters, with --admin
         self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
 
     def apply(self, config: Config) -> Reload:

@@ -65,6 +65,7 @@ class Relay(asyncio.Protocol):
 class Tunnel:
     __slots__ = (
         "active",
+        "backend",
         "cid",
         "client",
         "closed",
@@ -89,8 +90,10 @@ class Tunnel:
         kind: str,
         endpoint: EndpointState,
         idle_timeout: float,
+        backend: str = "",
     ) -> None:
         self.runtime = runtime
+        self.backend = backend
         self.cid = cid
         self.kind = kind
         self.endpoint = endpoint
@@ -106,6 +109,9 @@ class Tunnel:
         self.down: Relay | None = None
         self.up: Relay | None = None
         self.on_close: list[Callable[[], None]] = []  # run once, when the tunnel ends
+        endpoint.tunnels += 1
+        if runtime.stats is not None:
+            runtime.stats.tunnel_opened(self)
 
     def start(
         self,
@@ -206,15 +212,18 @@ class Tunnel:
 
     def _finished(self) -> None:
         self.endpoint.active -= 1
+        self.endpoint.tunnels -= 1
         callbacks, self.on_close = self.on_close, []
         for callback in callbacks:
             callback()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
+        from_client = self.down.nbytes if self.down else 0
+        from_upstream = self.up.nbytes if self.up else 0
+        if self.runtime.stats is not None:
+            self.runtime.stats.tunnel_closed(self, from_client, from_upstream)
         if self.runtime.access_log:
-            access.tunnel(
-                self, self.down.nbytes if self.down else 0, self.up.nbytes if self.up else 0
-            )
+            access.tunnel(self, from_client, from_upstream)
 
 
 def proxy_header(
@@ -293,7 +302,9 @@ class TCPDownstream(asyncio.Protocol):
                 ep.active -= 1
                 up_transport.close()
                 return
-            tunnel = Tunnel(self.runtime, self.cid, "tcp", ep, backend.spec.timeouts.tunnel)
+            tunnel = Tunnel(
+                self.runtime, self.cid, "tcp", ep, backend.spec.timeouts.tunnel, backend.name
+            )
             tunnel.client = client[0]
             tunnel.start(
                 transport,

@@ -1,0 +1,232 @@
+"""The admin listener: Prometheus metrics that match the traffic, health and readiness, the
+JSON API (reload, drain), the bearer token, and the live dashboard in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.integration.conftest import endpoints
+from tests.support.browser import run_browser_script
+from tests.support.procs import ROOT, Proc, Wslb, scaled
+
+
+def _config(eps: list[str]) -> dict[str, Any]:
+    return {
+        "listeners": [{"name": "web", "address": "127.0.0.1", "port": 0, "protocol": "http"}],
+        "backends": [{"name": "app", "endpoints": eps, "health": {"enabled": False}}],
+        "routes": [
+            {"path": "/app", "backend": "app"},
+            {"path": "/ws", "backend": "app"},
+            {"path": "/ws-refuse", "backend": "app"},
+            {"path": "/limited", "backend": "app", "admission": {"rate": 1, "status": 429}},
+        ],
+    }
+
+
+def _admin(lb: Wslb) -> str:
+    return f"http://127.0.0.1:{lb.info['admin']['port']}"
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page, parsed by prometheus_client's own parser."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def _sum(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return sum(
+        v
+        for (n, lv), v in samples.items()
+        if n == name and all(dict(lv).get(k) == want for k, want in labels.items())
+    )
+
+
+async def _metrics_until(
+    admin: str, check: Callable[[dict[Any, float]], bool], timeout: float = 15
+) -> dict[Any, float]:
+    """Poll /metrics until ``check`` holds (workers publish once a second); bounded."""
+    deadline = time.monotonic() + scaled(timeout)
+    async with httpx.AsyncClient() as http:
+        while True:
+            samples = _samples((await http.get(f"{admin}/metrics")).text)
+            if check(samples) or time.monotonic() > deadline:
+                return samples
+            await asyncio.sleep(0.2)
+
+
+async def test_metrics_match_the_traffic_across_two_workers(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    eps = endpoints(backends[:2])
+    lb = wslb(_config(eps), extra=["--workers", "2", "--admin", "127.0.0.1:0"])
+    admin, url = _admin(lb), lb.url("web")
+    body_bytes = 0
+    for i in range(30):  # new connections: the kernel spreads them over both workers
+        async with httpx.AsyncClient(base_url=url) as http:
+            r = await http.post("/app/x", content=b"b" * (100 + i))
+            assert r.status_code == 200
+            body_bytes += 100 + i
+    async with httpx.AsyncClient(base_url=url) as http:
+        for _ in range(5):
+            assert (await http.get("/nowhere")).status_code == 404
+    sockets = [await connect(f"ws://127.0.0.1:{lb.port('web')}/ws") for _ in range(4)]
+    await sockets.pop().close()
+    with pytest.raises(InvalidStatus):  # the endpoint refuses this one: an upgrade failure
+        async with connect(f"ws://127.0.0.1:{lb.port('web')}/ws-refuse"):
+            pass
+
+    def settled(s: dict[Any, float]) -> bool:
+        return (
+            _sum(s, "wslb_requests_total", code="200") == 30
+            and _sum(s, "wslb_tunnels_open") == 3
+            and _sum(s, "wslb_tunnels_closed_total") == 1
+            and _sum(s, "wslb_upgrade_failures_total") == 1
+            and _sum(s, "wslb_workers") == 2
+        )
+
+    try:
+        s = await _metrics_until(admin, settled)
+        assert settled(s), [(k, v) for k, v in s.items() if "tunnel" in k[0] or "upgrade" in k[0]]
+        assert _sum(s, "wslb_upgrade_failures_total", backend="app", code="403") == 1
+        assert _sum(s, "wslb_requests_total", code="404", backend="") == 5
+        assert _sum(s, "wslb_requests_total", route="*/app", code="200") == 30
+        assert _sum(s, "wslb_bytes_total", kind="http", direction="in") == body_bytes
+        assert _sum(s, "wslb_request_duration_seconds_count", backend="app") >= 30
+        assert _sum(s, "wslb_endpoint_requests_total") >= 30
+        assert _sum(s, "wslb_tunnels_opened_total") == 4
+        assert _sum(s, "wslb_endpoint_up") == 2
+        assert _sum(s, "wslb_config_generation") == 1
+        # a reload through the API: generation 2 in every worker
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"{admin}/api/reload")
+            assert r.status_code == 202, r.text
+        s = await _metrics_until(admin, lambda s: _sum(s, "wslb_config_generation") == 2)
+        assert _sum(s, "wslb_config_generation") == 2
+        assert _sum(s, "wslb_reloads_total", result="applied") == 1
+        assert _sum(s, "wslb_tunnels_open") == 3  # the reload left them alone
+        for ws in sockets:
+            await ws.send("still")
+            assert await ws.recv() == "still"
+    finally:
+        for ws in sockets:
+            await ws.close()
+    s = await _metrics_until(admin, lambda s: _sum(s, "wslb_tunnels_open") == 0)
+    assert _sum(s, "wslb_tunnels_open") == 0
+    assert _sum(s, "wslb_tunnels_closed_total") == 4
+    assert _sum(s, "wslb_tunnel_duration_seconds_count") == 4
+
+
+async def test_health_api_drain_and_refused_reload(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    eps = endpoints(backends[:2])
+    lb = wslb(_config(eps), extra=["--admin", "0"])
+    admin, url = _admin(lb), lb.url("web")
+    async with httpx.AsyncClient(base_url=admin) as api:
+        assert (await api.get("/healthz")).status_code == 200
+        for _ in range(50):  # the first snapshot is written at start; bounded
+            if (await api.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await api.get("/readyz")).status_code == 200
+        state = (await api.get("/api/state")).json()
+        assert set(state["backends"]["app"]["endpoints"]) == set(eps)
+        assert state["generation"] == 1 and state["workers"] == 1
+        # drain the first endpoint: new requests go to the other one only
+        r = await api.post("/api/drain", params={"backend": "app", "endpoint": eps[0]})
+        assert r.status_code == 202
+        assert (
+            await api.post("/api/drain", params={"backend": "app", "endpoint": "x:1"})
+        ).status_code == 404
+        lb.wait_output(f"endpoint app/{eps[0]} drains")
+        async with httpx.AsyncClient(base_url=url) as http:
+            servers = {(await http.get("/app/d")).json()["server"] for _ in range(10)}
+        assert servers == {"b"}
+        r = await api.post("/api/drain", params={"backend": "app", "endpoint": eps[0], "undo": "1"})
+        assert r.status_code == 202
+        lb.wait_output(f"endpoint app/{eps[0]} back")
+        async with httpx.AsyncClient(base_url=url) as http:
+            servers = {(await http.get("/app/d")).json()["server"] for _ in range(10)}
+        assert servers == {"a", "b"}
+        # an invalid configuration: 400 with the errors, nothing changes
+        bad = _config(eps)
+        bad["routes"][0]["backend"] = "missing"
+        lb.config_path.write_text(yaml.safe_dump(bad))
+        r = await api.post("/api/reload")
+        assert r.status_code == 400
+        assert any("missing" in e for e in r.json()["errors"])
+        assert (await api.get("/api/state")).json()["generation"] == 1
+        assert (await api.get("/nothing")).status_code == 404
+    lb.signal(signal.SIGTERM)
+    assert lb.proc.wait(timeout=scaled(20)) == 0
+
+
+async def test_token_required_off_loopback_and_checked_when_set(
+    wslb: Callable[..., Wslb], backends: list[Proc], tmp_path: Path
+) -> None:
+    # not on loopback and no token: wslb refuses to start (nothing is bound)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_config(endpoints(backends[:1]))))
+    env = {k: v for k, v in os.environ.items() if k != "WSLB_ADMIN_TOKEN"}
+    res = subprocess.run(  # noqa: ASYNC221 (a short, bounded run)
+        [sys.executable, "-m", "wslb", "serve", "-c", str(cfg), "--admin", "0.0.0.0:0"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert res.returncode == 1
+    assert "needs a token" in res.stderr
+    lb = wslb(
+        _config(endpoints(backends[:1])), extra=["--admin", "127.0.0.1:0", "--admin-token", "s3"]
+    )
+    admin = _admin(lb)
+    async with httpx.AsyncClient(base_url=admin) as api:
+        assert (await api.get("/metrics")).status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await api.get("/api/state", headers=bad)).status_code == 401
+        good = {"Authorization": "Bearer s3"}
+        assert (await api.get("/metrics", headers=good)).status_code == 200
+        assert (await api.post("/api/reload")).status_code == 401
+        assert (await api.get("/", params={"token": "s3"})).status_code == 200
+        assert (await api.get("/", params={"token": "s4"})).status_code == 401
+
+
+def test_dashboard_in_chromium_follows_open_websockets(
+    wslb: Callable[..., Wslb], backends: list[Proc], tmp_path: Path
+) -> None:
+    ep = endpoints(backends[:1])[0]
+    lb = wslb(_config([ep]), extra=["--admin", "127.0.0.1:0"])
+    shot = tmp_path / "dashboard.png"
+    out = run_browser_script(
+        "dashboard.js",
+        _admin(lb) + "/",
+        f"ws://127.0.0.1:{lb.port('web')}/ws",
+        f"ep-app-{ep}",
+        str(shot),
+    )
+    assert out["seen"] == [0, 3, 1]
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("WSLB_DOCS_SCREENSHOT"):  # refresh the picture in docs/operations.md
+        shutil.copy(shot, os.environ["WSLB_DOCS_SCREENSHOT"])
