@@ -58,7 +58,7 @@ async def test_workers_share_the_port_and_are_restarted(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-async def test_sigterm_drains_in_flight_requests_then_closes_tunnels(
+async def test_sigterm_drains_in_flight_requests_then_closes_tunnels_with_1001(
     workers: int, wslb: Callable[..., Wslb], backends: list[Proc]
 ) -> None:
     grace = 1.5
@@ -82,14 +82,17 @@ async def test_sigterm_drains_in_flight_requests_then_closes_tunnels(
             for _ in range(50):
                 await client.get("/x")
                 await asyncio.sleep(0.05)
-    # the tunnel lives until the grace period ends, then is closed
+    # the tunnel keeps working, then gets a Close 1001 (going away) within the grace period:
+    # tunnels are closed one after the other over most of it (test_drain.py measures the
+    # spread), so that their clients do not all come back at once
     with pytest.raises(websockets.ConnectionClosed):
         async with asyncio.timeout(scaled(10)):
             while True:
                 await ws.send("x")
                 await ws.recv()
                 await asyncio.sleep(0.05)
-    assert time.monotonic() - start >= grace * 0.9
+    assert ws.close_code == 1001
+    assert time.monotonic() - start <= grace + scaled(2)
     assert lb.proc.wait(scaled(10)) == 0
 
 

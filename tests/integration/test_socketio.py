@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 import socketio
 
@@ -291,6 +292,48 @@ async def test_pod_killed_mid_run(
     finally:
         await _close(clients)
         extra.stop()
+
+
+async def test_drained_pod_sends_its_clients_elsewhere_without_losing_messages(
+    cluster: Cluster, wslb: Callable[..., Wslb], tmp_path: Path
+) -> None:
+    """Issue 6: drain a pod through the admin API. Its clients get Close 1012 over the drain
+    window, python-socketio reconnects them (to other pods: the drained one takes no new
+    sessions), and every message said once they are back reaches everyone."""
+    extra = start_pod("pod-x", cluster.redis.url, tmp_path)
+    cfg = chat_config(cluster)
+    backend = cfg["backends"][0]
+    backend["endpoints"] = [*cluster.endpoints(), f"127.0.0.1:{extra.info['port']}"]
+    backend["drain_window"] = 2
+    lb = wslb(cfg, extra=["--admin", "127.0.0.1:0"])
+    clients = await _py_clients(lb.url("web"), 24, None)
+    try:
+        on_x = [c for c in clients if c.pod == "pod-x"]
+        assert on_x, Counter(c.pod for c in clients)
+        before = {id(c): c.connects for c in on_x}
+        admin = f"http://127.0.0.1:{lb.info['admin']['port']}"
+        async with httpx.AsyncClient() as http:
+            r = await http.post(
+                f"{admin}/api/drain",
+                params={"backend": "chat", "endpoint": f"127.0.0.1:{extra.info['port']}"},
+            )
+            assert r.status_code == 202
+
+        def moved(c: PyClient) -> bool:
+            return c.connects > before[id(c)] and c.pod not in (None, "pod-x")
+
+        async with asyncio.timeout(scaled(20)):
+            await Changes.until(lambda: all(moved(c) for c in on_x))
+        assert all(c.pod in ("pod-0", "pod-1", "pod-2") for c in clients)
+        await _say(clients, 5, prefix="drained-")
+        expected = {f"drained-{i}-{j}" for i in range(len(clients)) for j in range(5)}
+        await _wait_received(clients, expected)
+        assert sum(c.dups for c in clients) == 0
+    finally:
+        await _close(clients)
+        extra.stop()
+    out = lb.output()
+    assert f"closing {len(on_x)} WebSocket(s) with 1012 (endpoint draining) over 2s" in out
 
 
 async def test_stale_and_forged_sids_get_400_unknown_session(

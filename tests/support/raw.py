@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
@@ -28,14 +29,30 @@ Handler = Callable[
 async def answer_each_request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rec: RecordedConnection
 ) -> None:
-    """Read request heads (no bodies) and answer each with ``OK``, keeping the connection."""
+    """Read request heads (no bodies) and answer each with ``OK``, keeping the connection. A
+    PROXY header first is recorded and skipped (v2's signature holds a CRLFCRLF)."""
     buf = b""
+    header_done = False
     while True:
         chunk = await reader.read(65536)
         if not chunk:
             return
         rec.data += chunk
         buf += chunk
+        if not header_done:
+            if buf.startswith(PROXY_V2_SIGNATURE[: len(buf)]) and len(buf) < 16:
+                continue
+            if buf.startswith(PROXY_V2_SIGNATURE):
+                end = 16 + int.from_bytes(buf[14:16], "big")
+            elif buf.startswith(b"PROXY "):
+                end = buf.find(b"\r\n") + 2 if b"\r\n" in buf else 0
+            else:
+                end = -1
+            if end == 0 or end > len(buf):
+                continue  # the header is not all in yet
+            if end > 0:
+                buf = buf[end:]
+            header_done = True
         while b"\r\n\r\n" in buf:
             _, buf = buf.split(b"\r\n\r\n", 1)
             writer.write(OK)

@@ -270,6 +270,12 @@ class BackendSpec(Spec):
         ge=1,
         description="open WebSockets (and tcp tunnels) at once; more handshakes get 503",
     )
+    drain_window: Duration = Field(
+        default=30.0,
+        ge=0,
+        description="an endpoint that leaves (reload, DNS, admin API) has its WebSockets closed "
+        "with Close 1012, spread evenly over this window",
+    )
     discovery: DiscoverySpec | None = None
 
     @model_validator(mode="after")

@@ -45,8 +45,9 @@ from wslb.server.admin import AdminServer, is_loopback
 from wslb.server.discovery import Discovery
 from wslb.server.healthcheck import HealthChecker
 from wslb.server.listener import Listener, bind_socket
-from wslb.server.runtime import ListenerState, Reload, Runtime
+from wslb.server.runtime import BackendState, ListenerState, Reload, Runtime
 from wslb.server.stats import Stats, snapshot, write_snapshot
+from wslb.server.tunnel import Tunnel
 
 log = logging.getLogger("wslb.server")
 
@@ -74,6 +75,11 @@ def _needs_socket(old: ListenerSpec, new: ListenerSpec) -> bool:
         return (s.address, s.port, s.protocol, s.proxy_protocol, s.tls, s.serves_http2)
 
     return key(old) != key(new)
+
+
+def _to(endpoints: set[EndpointState]) -> Callable[[Tunnel], bool]:
+    """Tunnels to one of ``endpoints``."""
+    return lambda tunnel: tunnel.endpoint in endpoints
 
 
 def checked(load: Loader) -> Config | None:
@@ -161,7 +167,7 @@ class Worker:
         runtime.sweeper.start()
         self.health = HealthChecker(list(runtime.backends.values()))
         self.health.start()
-        self.discovery = Discovery(list(runtime.backends.values()), self.health.sync)
+        self.discovery = Discovery(list(runtime.backends.values()), self._endpoints_changed)
         self.discovery.start()
         return bound
 
@@ -242,6 +248,9 @@ class Worker:
                     ep.draining = True
                     self.api_drained.add(ep)
                     log.info("worker %d: endpoint %s/%s drains", self.index, name, ep.address)
+                    self.runtime.drain_tunnels(
+                        _to({ep}), 1012, "endpoint draining", backend.spec.drain_window
+                    )
                 elif not drain and ep in self.api_drained:
                     ep.draining = False
                     self.api_drained.discard(ep)
@@ -318,6 +327,7 @@ class Worker:
                     if new is not None and not _needs_socket(old.spec, new.spec):
                         conn.listener = new  # type: ignore[attr-defined]
             await self._restart_checks()
+            self._drain_gone(result.gone)
             self.config = config
             if self.stats is not None:
                 self.stats.reloads["applied"] += 1
@@ -330,6 +340,21 @@ class Worker:
             )
             return result
 
+    def _endpoints_changed(self, backend: BackendState) -> None:
+        """DNS discovery changed a backend's endpoints: check the new ones, drain those gone."""
+        if self.health is not None:
+            self.health.sync(backend)
+        self._drain_gone([(ep, backend.spec.drain_window) for ep in backend.last_gone])
+
+    def _drain_gone(self, gone: list[tuple[EndpointState, float]]) -> None:
+        """Endpoints that left: their WebSockets get Close 1012 over their backend's window."""
+        assert self.runtime is not None
+        by_window: dict[float, set[EndpointState]] = {}
+        for ep, window in gone:
+            by_window.setdefault(window, set()).add(ep)
+        for window, eps in by_window.items():
+            self.runtime.drain_tunnels(_to(eps), 1012, "endpoint removed", window)
+
     async def _restart_checks(self) -> None:
         runtime = self.runtime
         assert runtime is not None
@@ -340,7 +365,7 @@ class Worker:
         backends = list(runtime.backends.values())
         self.health = HealthChecker(backends)
         self.health.start()
-        self.discovery = Discovery(backends, self.health.sync)
+        self.discovery = Discovery(backends, self._endpoints_changed)
         self.discovery.start()
 
     async def shutdown(self) -> None:
@@ -355,6 +380,9 @@ class Worker:
         runtime.on_idle = idle.set
         for conn in list(runtime.connections):
             conn.drain()
+        # WebSockets get a Close 1001, spread over most of the grace period (the rest is left
+        # for the close handshakes), so that their clients do not all come back at once
+        runtime.drain_tunnels(lambda _t: True, 1001, "going away", grace * 0.8)
         if any(c.busy() for c in runtime.connections):
             try:
                 async with asyncio.timeout(grace):

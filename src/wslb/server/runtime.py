@@ -12,6 +12,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import random
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from wslb.server.upstream_h2 import H2Connections
 if TYPE_CHECKING:
     from wslb.server.healthcheck import HealthChecker
     from wslb.server.stats import Stats
+    from wslb.server.tunnel import Tunnel
 
 log = logging.getLogger("wslb.server")
 access_log = logging.getLogger("wslb.access")
@@ -94,6 +96,7 @@ class BackendState:
         self._available_until = 0.0
         self.retry_after = str(spec.retry_after).encode()
         self.tunnels = Gauge()  # open tunnels and upgrades under way, this worker
+        self.last_gone: list[EndpointState] = []  # what the last endpoint change removed
         self.max_tunnels = _share(spec.max_tunnels, workers)  # this worker's share
 
     def available(self, now: float) -> list[EndpointState]:
@@ -136,6 +139,7 @@ class BackendState:
         for ep in new:
             if self.pooling and ep not in self.pools:
                 self.pools[ep] = Pool(ka.max_idle, ka.idle_timeout, ka.max_requests)
+        self.last_gone = list(current.values())
         for gone in current.values():
             gone.draining = True
             pool = self.pools.pop(gone, None)
@@ -381,6 +385,7 @@ class Reload:
     backends_removed: list[str] = field(default_factory=list)
     endpoints_added: list[str] = field(default_factory=list)
     endpoints_removed: list[str] = field(default_factory=list)
+    gone: list[tuple[EndpointState, float]] = field(default_factory=list)  # and drain windows
 
     def summary(self) -> str:
         parts = []
@@ -430,6 +435,7 @@ class Runtime:
         self.on_idle: Callable[[], None] | None = None
         self.generation = 1  # of the configuration; each reload adds one
         self.stats: Stats | None = None  # counters, with --admin
+        self.tasks: set[asyncio.Task[None]] = set()  # drains under way
         self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
 
     def apply(self, config: Config) -> Reload:
@@ -454,8 +460,10 @@ class Runtime:
             if new_b is old:
                 continue
             keep = set(new_b.endpoints) if new_b is not None else set()
+            window = (new_b or old).spec.drain_window
             for ep in old.retire(keep):
                 reload.endpoints_removed.append(f"{name}/{ep.address}")
+                reload.gone.append((ep, window))
             kept_pools = set(new_b.pools.values()) if new_b is not None else set()
             for pool in old.pools.values():
                 if pool not in kept_pools:
@@ -497,6 +505,28 @@ class Runtime:
         self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
         return reload
 
+    def drain_tunnels(
+        self, match: Callable[[Tunnel], bool], code: int, why: str, window: float
+    ) -> int:
+        """Close the WebSockets that ``match`` with a Close frame ``code``, one after the
+        other, spread evenly over ``window`` seconds (in random order, so that no endpoint or
+        client is favoured); tcp tunnels just close at their turn. Returns how many."""
+        from wslb.server.tunnel import Tunnel
+
+        tunnels = [
+            c
+            for c in self.connections
+            if isinstance(c, Tunnel) and not c.closed and not c.close_by and match(c)
+        ]
+        if not tunnels:
+            return 0
+        random.shuffle(tunnels)
+        task = self.loop.create_task(_spread(self.loop, tunnels, code, why, window))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        log.info("closing %d WebSocket(s) with %d (%s) over %.0fs", len(tunnels), code, why, window)
+        return len(tunnels)
+
     def next_id(self) -> str:
         return f"c{next(self._ids)}"
 
@@ -511,6 +541,18 @@ class Runtime:
             and not any(c.busy() for c in self.connections)
         ):
             self.on_idle()
+
+
+async def _spread(
+    loop: asyncio.AbstractEventLoop, tunnels: list[Tunnel], code: int, why: str, window: float
+) -> None:
+    start = loop.time()
+    count = len(tunnels)
+    for i, tunnel in enumerate(tunnels):
+        delay = start + window * (i + 0.5) / count - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tunnel.close_gracefully(code, why)
 
 
 def _stamps(spec: ListenerSpec) -> tuple[tuple[str, int, int], ...]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 from wslb.balancer.endpoints import EndpointState
 from wslb.proto.proxy_protocol import ProxyInfo, build_v1, build_v2
+from wslb.proto.websocket import FrameTracker, close_frame
 from wslb.server import access
 from wslb.server.upstream import PendingUpstream, open_upstream
 
@@ -62,12 +63,66 @@ class Relay(asyncio.Protocol):
         self.tunnel.side_lost(self, exc)
 
 
+class FramedRelay(Relay):
+    """The endpoint-to-client side of a WebSocket tunnel. It follows where frames end (headers
+    only, :class:`FrameTracker`), so that a Close frame can be sent to the client between two
+    frames when the tunnel is drained; after that, what the endpoint sends is dropped (the
+    client has been told the connection is over)."""
+
+    __slots__ = ("close_with", "dropping", "frames")
+
+    def __init__(
+        self, tunnel: Tunnel, transport: asyncio.Transport, peer: asyncio.Transport
+    ) -> None:
+        super().__init__(tunnel, transport, peer)
+        self.frames = FrameTracker()
+        self.close_with: bytes | None = None
+        self.dropping = False
+
+    def data_received(self, data: bytes) -> None:
+        self.tunnel.active = True
+        if self.dropping:
+            return
+        if self.close_with is None:
+            frames = self.frames
+            rem = frames.remaining
+            if rem >= len(data):
+                frames.remaining = rem - len(data)
+            else:
+                frames.feed(data)
+            self.peer.write(data)
+            self.nbytes += len(data)
+            return
+        k = self.frames.split(data)
+        if k < 0:
+            self.peer.write(data)
+            self.nbytes += len(data)
+            return
+        self.peer.write(data[:k])
+        self.nbytes += k
+        self._send_close()
+
+    def inject_close(self, frame: bytes) -> None:
+        """Send ``frame`` (a Close) to the client as soon as a frame ends (now, if none is
+        under way)."""
+        self.close_with = frame
+        if self.frames.at_boundary:
+            self._send_close()
+
+    def _send_close(self) -> None:
+        frame, self.close_with = self.close_with, None
+        self.dropping = True
+        if frame is not None and not self.peer.is_closing():
+            self.peer.write(frame)
+
+
 class Tunnel:
     __slots__ = (
         "active",
         "backend",
         "cid",
         "client",
+        "close_by",
         "closed",
         "down",
         "endpoint",
@@ -106,6 +161,7 @@ class Tunnel:
         self.reason = ""
         self.client = ""  # for the access log: who, and what opened it
         self.request = ""
+        self.close_by = 0.0  # drained: the time by which it closes anyway
         self.down: Relay | None = None
         self.up: Relay | None = None
         self.on_close: list[Callable[[], None]] = []  # run once, when the tunnel ends
@@ -125,7 +181,7 @@ class Tunnel:
     ) -> None:
         """Swap both transports over to relays; ``*_bytes`` were read before the swap."""
         self.down = Relay(self, down, up)
-        self.up = Relay(self, up, down)
+        self.up = (FramedRelay if self.kind.startswith("websocket") else Relay)(self, up, down)
         down.set_protocol(self.down)
         up.set_protocol(self.up)
         self.runtime.register(self)
@@ -151,6 +207,9 @@ class Tunnel:
 
     # ---- timeouts and draining
     def sweep(self, now: float) -> None:
+        if self.close_by and now >= self.close_by:
+            self.close(self.reason)
+            return
         if self.active:
             self.active = False
             self.last = now
@@ -165,6 +224,20 @@ class Tunnel:
 
     def force_close(self, reason: str) -> None:
         self.close(reason)
+
+    def close_gracefully(self, code: int, why: str, linger: float = 10.0) -> None:
+        """A drain: the client gets a Close frame ``code`` between two frames, its Close
+        reply goes to the endpoint, and whoever closes first ends the tunnel; after
+        ``linger`` seconds it is closed regardless. A tcp tunnel just closes."""
+        if self.closed or self.close_by:
+            return
+        up = self.up
+        if not isinstance(up, FramedRelay):
+            self.close(why)
+            return
+        self.reason = f"{why} (Close {code})"
+        self.close_by = self.runtime.loop.time() + linger
+        up.inject_close(close_frame(code, why))
 
     def close(self, reason: str) -> None:
         if self.closed:
