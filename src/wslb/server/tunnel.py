@@ -69,30 +69,35 @@ class FramedRelay(Relay):
     frames when the tunnel is drained; after that, what the endpoint sends is dropped (the
     client has been told the connection is over)."""
 
-    __slots__ = ("close_with", "dropping", "frames")
+    __slots__ = ("close_with", "frames", "mode")
 
     def __init__(
         self, tunnel: Tunnel, transport: asyncio.Transport, peer: asyncio.Transport
     ) -> None:
         super().__init__(tunnel, transport, peer)
         self.frames = FrameTracker()
-        self.close_with: bytes | None = None
-        self.dropping = False
+        self.close_with = b""
+        self.mode = 0  # 0: relaying; 1: a Close waits for the frame under way; 2: Close sent
 
     def data_received(self, data: bytes) -> None:
         self.tunnel.active = True
-        if self.dropping:
+        if self.mode:
+            self._closing(data)
             return
-        if self.close_with is None:
-            frames = self.frames
-            rem = frames.remaining
-            if rem >= len(data):
-                frames.remaining = rem - len(data)
-            else:
-                frames.feed(data)
-            self.peer.write(data)
-            self.nbytes += len(data)
-            return
+        frames = self.frames
+        n = len(data)
+        rem = frames.remaining
+        if rem >= n:  # inside a frame
+            frames.remaining = rem - n
+        elif rem or frames.head or not 2 <= n <= 127 or data[1] != n - 2:
+            frames.feed(data)
+        # else: exactly one small unmasked frame (the common case of chat messages)
+        self.peer.write(data)
+        self.nbytes += n
+
+    def _closing(self, data: bytes) -> None:
+        if self.mode == 2:
+            return  # the client was told the connection is over: what follows goes nowhere
         k = self.frames.split(data)
         if k < 0:
             self.peer.write(data)
@@ -106,14 +111,14 @@ class FramedRelay(Relay):
         """Send ``frame`` (a Close) to the client as soon as a frame ends (now, if none is
         under way)."""
         self.close_with = frame
+        self.mode = 1
         if self.frames.at_boundary:
             self._send_close()
 
     def _send_close(self) -> None:
-        frame, self.close_with = self.close_with, None
-        self.dropping = True
-        if frame is not None and not self.peer.is_closing():
-            self.peer.write(frame)
+        self.mode = 2
+        if not self.peer.is_closing():
+            self.peer.write(self.close_with)
 
 
 class Tunnel:
