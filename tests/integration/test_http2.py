@@ -72,6 +72,15 @@ def _tls_listener(server_cert: tuple[str, str], **extra: Any) -> dict[str, Any]:
     return {"tls": {"certificate": server_cert[0], "key": server_cert[1]}, **extra}
 
 
+def _tls_config(
+    backend: dict[str, Any], server_cert: tuple[str, str], **listener: Any
+) -> dict[str, Any]:
+    """One https listener (HTTP/2 on, as by default), one route to ``backend``."""
+    return http_config(
+        [], backend=backend, listener=_tls_listener(server_cert, **listener), protocol="https"
+    )
+
+
 def _ctx(ca_file: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
@@ -178,11 +187,8 @@ async def test_nghttp_get_and_upload_to_each_backend_kind(
     tmp_path: Path,
 ) -> None:
     lb = wslb(
-        http_config(
-            [],
-            backend=_backend(kind, backends, h2_backends),
-            listener=_tls_listener(server_cert, client={"max_body_size": "16MiB"}),
-            protocol="https",
+        _tls_config(
+            _backend(kind, backends, h2_backends), server_cert, client={"max_body_size": "16MiB"}
         )
     )
     url = f"https://127.0.0.1:{lb.port('web')}"
@@ -238,11 +244,8 @@ async def test_bodies_streamed_both_ways_with_httpx(
     ca_file: str,
 ) -> None:
     lb = wslb(
-        http_config(
-            [],
-            backend=_backend(kind, backends, h2_backends),
-            listener=_tls_listener(server_cert, client={"max_body_size": "64MiB"}),
-            protocol="https",
+        _tls_config(
+            _backend(kind, backends, h2_backends), server_cert, client={"max_body_size": "64MiB"}
         )
     )
     base = f"https://localhost:{lb.port('web')}"
@@ -367,14 +370,7 @@ async def test_hundred_websockets_multiplexed_on_one_connection(
     server_cert: tuple[str, str],
     ca_file: str,
 ) -> None:
-    lb = wslb(
-        http_config(
-            [],
-            backend=_backend(kind, backends, h2_backends),
-            listener=_tls_listener(server_cert),
-            protocol="https",
-        )
-    )
+    lb = wslb(_tls_config(_backend(kind, backends, h2_backends), server_cert))
     client = await H2Client.connect("localhost", lb.port("web"), _ctx(ca_file))
     try:
         sockets = await asyncio.gather(*(client.websocket(b"/ws") for _ in range(100)))
