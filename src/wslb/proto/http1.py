@@ -239,9 +239,9 @@ class RequestParser:
             raise BadRequest("invalid request target") from None
         except httptools.HttpParserError as exc:
             msg = str(exc)
-            if "version" in msg.lower():
+            if msg == "Invalid HTTP version":  # a well-formed version wslb does not speak
                 raise VersionNotSupported(msg) from None
-            raise BadRequest(msg) from None
+            raise BadRequest(msg) from None  # bare LF, malformed version, ...
         if self.in_head:
             # The head is still incomplete: bound what httptools buffers for a header that is
             # arriving in pieces (its callbacks only see whole fields; an overlong target is
@@ -339,14 +339,22 @@ class RequestParser:
             except httptools.HttpParserInvalidURLError:
                 raise BadRequest("invalid request target") from None
             if url.host:
-                # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
-                head.host = url.host.decode("latin-1") + (f":{url.port}" if url.port else "")
+                # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host, for
+                # routing and for the endpoint alike (they must agree on the host).
+                authority = url.host + (b":%d" % url.port if url.port else b"")
+                head.host = authority.decode("latin-1")
+                forward = [ln for ln in head.forward if ln[:5].lower() != b"host:"]
+                forward.insert(0, b"Host: " + authority + b"\r\n")
+                head.forward = forward
             path = url.path or b"/"
             head.path = path.decode("latin-1")
             head.query = url.query or b""
             head.target = path + (b"?" + url.query if url.query else b"")
         if head.version == "1.1" and head.host is None:
             raise BadRequest("HTTP/1.1 request without Host")
+        if head.version == "1.0" and head.chunked:
+            # RFC 9112 6.1: framing an HTTP/1.0 sender cannot have meant; no guessing
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
         if head.chunked:
             # Fields after the body are trailers: they collect apart from the head's fields.
             head.trailers = self._forward = []

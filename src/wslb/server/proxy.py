@@ -272,6 +272,10 @@ class Exchange:
         ):
             self.local_reply(PayloadTooLarge(f"body over {limit} bytes"))
             return
+        if head.upgrade is not None and head.upgrade.strip().lower() == b"h2c":
+            # RFC 9113 3.1 drops the h2c upgrade; a server may ignore any Upgrade (RFC 9110
+            # 7.8): answer over HTTP/1.1, as nginx and HAProxy do
+            head.upgrade = None
         if head.upgrade is not None:
             try:
                 validate_handshake(head)
