@@ -280,6 +280,8 @@ def _count_requests(data: bytes) -> int:
     count = _Count()
     try:
         httptools.HttpRequestParser(count).feed_data(data)
+    except httptools.HttpParserUpgrade:
+        pass  # an upgrade request: what follows it is the new protocol's
     except httptools.HttpParserError:
         return -1
     return count.complete
@@ -303,10 +305,16 @@ async def _exchange(port: int, data: bytes, want: int) -> list[int]:
                 try:
                     parser.feed_data(chunk)
                 except httptools.HttpParserError:
-                    # a 100 Continue interim response: start over on the final one
+                    # after a 100 Continue interim response: start over on the final one
+                    at = chunk.find(b"HTTP/1.1 ", 1)
+                    if at < 0:
+                        break  # not HTTP: nothing more to count
                     parser = httptools.HttpResponseParser(got)
                     got.parser = parser
-                    parser.feed_data(chunk[chunk.find(b"HTTP/1.1 ", 1) :])
+                    try:
+                        parser.feed_data(chunk[at:])
+                    except httptools.HttpParserError:
+                        break
     except TimeoutError:
         pass
     finally:
