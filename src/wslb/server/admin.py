@@ -91,9 +91,10 @@ class State:
             return False, "draining"
         return True, "ready"
 
-    def merged(self) -> dict[str, Any]:
+    def merged(self, snaps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """One view of all workers: counts summed, health as the first worker sees it."""
-        snaps = self.snapshots()
+        if snaps is None:
+            snaps = self.snapshots()
         if not snaps:
             return {"workers": 0, "expected_workers": self.workers}
         first = snaps[0]
@@ -246,7 +247,7 @@ class Collector:
         draining = GaugeMetricFamily(
             "wslb_endpoint_draining", "1 while an endpoint drains", labels=["backend", "endpoint"]
         )
-        merged_state = self.state.merged()
+        merged_state = self.state.merged(snaps)  # the same reading as the counters above
         for backend, b in sorted(merged_state.get("backends", {}).items()):
             for addr, ep in sorted(b["endpoints"].items()):
                 tunnels.add_metric([backend, addr], ep["tunnels"])

@@ -71,7 +71,7 @@ def parse_list(v: str) -> list[str]:
 def parse_ports(v: str) -> list[int]:
     ports = []
     for item in parse_list(v):
-        if not item.isdigit() or not 0 < int(item) < 65536:
+        if not (item.isascii() and item.isdigit()) or not 0 < int(item) < 65536:
             raise AnnotationError(f"{item!r} is not a port")
         ports.append(int(item))
     return ports

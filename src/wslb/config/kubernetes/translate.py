@@ -309,7 +309,7 @@ class Translator:
         if not name or port is None:
             self.error(ing, path, "a backend needs a service name and port")
             return None
-        if isinstance(port, str) and port.isdigit():
+        if isinstance(port, str) and port.isascii() and port.isdigit():
             port = int(port)
         ref = f"{ing.namespace}/{name}"
         key = f"{ref}:{port}"
@@ -610,7 +610,7 @@ class Translator:
                 continue
             if p.get("port") == b.port or (p.get("name") is not None and p.get("name") == b.port):
                 target = p.get("targetPort", p.get("port"))
-                if isinstance(target, str) and target.isdigit():
+                if isinstance(target, str) and target.isascii() and target.isdigit():
                     target = int(target)
                 return p.get("name"), target
         self.error(b.source, b.path, f"Service {b.ref} has no port {b.port!r}")
