@@ -91,14 +91,13 @@ class FrameTracker:
         """The offset in ``data`` just after the first frame that ends in it (what is before
         it is accounted for), or -1 if none does (all of it is)."""
         rem = self.remaining
-        n = len(data)
-        if rem > n or (rem == 0 and not self.head and n == 0):
-            self.remaining = rem - n
+        if rem > len(data):
+            self.remaining = rem - len(data)
             return -1
         if rem > 0:
             self.remaining = 0
             return rem
-        return self._walk(data, True)
+        return self._walk(data, True)  # -1 for empty ``data``: the loop does not run
 
     def _walk(self, data: bytes, stop: bool) -> int:
         n = len(data)

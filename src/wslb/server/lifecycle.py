@@ -82,13 +82,18 @@ def _to(endpoints: set[EndpointState]) -> Callable[[Tunnel], bool]:
     return lambda tunnel: tunnel.endpoint in endpoints
 
 
+def _reload_source(load: Loader) -> tuple[Config | None, list[ConfigIssue]]:
+    """``load()``, with whatever it raises turned into an issue: a reload (SIGHUP, --watch,
+    the admin API) must never take the running configuration down."""
+    try:
+        return load()
+    except Exception as exc:
+        return None, [ConfigIssue(source="reload", line=None, key="", message=str(exc))]
+
+
 def checked(load: Loader) -> Config | None:
     """Load a configuration for a reload; log its problems. None if it has errors."""
-    try:
-        config, issues = load()
-    except Exception as exc:  # a reload must never take the running configuration down
-        log.error("reload refused: %s", exc)
-        return None
+    config, issues = _reload_source(load)
     for issue in issues:
         (log.error if issue.severity == "error" else log.warning)("reload: %s", issue)
     if config is None:
@@ -511,10 +516,7 @@ def _validator(load: Loader | None) -> Callable[[], list[str]] | None:
     loader = load
 
     def validate() -> list[str]:
-        try:
-            config, issues = loader()
-        except Exception as exc:
-            return [str(exc)]
+        config, issues = _reload_source(loader)
         return [] if config is not None else [str(i) for i in issues if i.severity == "error"]
 
     return validate
