@@ -1,5 +1,6 @@
 """Fuzz targets (hypothesis): the HTTP/1.1 request parser, Engine.IO sid handling, the PROXY
-protocol parser and the Kubernetes annotation parsers.
+protocol parser, the Kubernetes manifest translator and annotation parsers, and the YAML
+config reader.
 
 Each runs ``WSLB_FUZZ_EXAMPLES`` inputs (200 by default, so the suite stays quick); the longer
 run documented in docs/hardening.md is ``WSLB_FUZZ_EXAMPLES=1000000 pytest tests/unit/test_fuzz.py``.
@@ -8,16 +9,23 @@ A failure prints the smallest input hypothesis found: it becomes a regression ca
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wslb.balancer.endpoints import EndpointState
+from wslb.config.file import parse_config
 from wslb.config.kubernetes.annotations import TABLE, AnnotationError
-from wslb.errors import HTTPError
+from wslb.config.kubernetes.objects import load_objects
+from wslb.config.kubernetes.translate import ManifestOptions, translate
+from wslb.errors import ConfigError, HTTPError
 from wslb.middleware.engineio import EngineIOAffinity
 from wslb.proto import proxy_protocol
 from wslb.proto.engineio import NotAnOpenPacket, query_params, rewrite_open_packet
@@ -194,6 +202,119 @@ def test_annotation_parsers_answer_or_refuse_never_crash(annotation: Any, value:
         annotation.parse(value)
     except AnnotationError:
         pass
+
+
+# ---------------------------------------------------------------- Kubernetes manifests
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SEED = [
+    doc
+    for name in ("seed-ingress.yaml", "seed-service.yaml")
+    for doc in yaml.safe_load_all((FIXTURES / name).read_text())
+    if doc
+]
+ANNOTATIONS = sorted(a.name for a in TABLE)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(["", "0", "-1", "true", "http", "HTTPS", "/", "*", "a.b", "80", "1e3"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=12), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _nodes(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into ``node`` (the root included)."""
+    out = [path]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _nodes(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _nodes(v, (*path, i))
+    return out
+
+
+def _mutate(docs: list[Any], edits: list[tuple[int, Any]], notes: dict[str, str]) -> list[Any]:
+    docs = copy.deepcopy(docs)
+    for doc in docs:
+        doc.setdefault("metadata", {}).setdefault("annotations", {}).update(notes)
+    for pick, new in edits:
+        paths = [(d, p) for d, doc in enumerate(docs) for p in _nodes(doc) if p]
+        d, path = paths[pick % len(paths)]
+        node = docs[d]
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = new
+    return docs
+
+
+_WORK = Path(tempfile.mkdtemp(prefix="wslb-fuzz-"))
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), values), max_size=4),
+    st.dictionaries(st.sampled_from(ANNOTATIONS), st.text(max_size=20), max_size=3),
+)
+def test_manifests_translate_or_give_errors_never_crash(
+    edits: list[tuple[int, Any]], notes: dict[str, str]
+) -> None:
+    """The seed Ingress and Service with random subtrees replaced and random annotations: the
+    translator gives a config or errors with their place, nothing else."""
+    path = _WORK / "manifests.yaml"
+    path.write_text(yaml.safe_dump_all(_mutate(SEED, edits, notes)))
+    objects, issues = load_objects([str(path)])
+    for issue in issues:
+        assert issue.source == str(path)
+    try:
+        translate(objects, ManifestOptions(endpoints={"vuepilot/vuepilot-node": ["127.0.0.1:1"]}))
+    except ConfigError as exc:
+        assert exc.issues
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 10**6), values), max_size=4), st.binary(max_size=20))
+def test_config_files_load_or_give_errors_never_crash(
+    edits: list[tuple[int, Any]], junk: bytes
+) -> None:
+    """A valid wslb YAML config with random subtrees replaced (and sometimes random bytes
+    appended): a config or every error with its place, nothing else."""
+    (config,) = _mutate([BASE_CONFIG], edits, {})
+    config.pop("metadata", None)
+    text = yaml.safe_dump(config) + junk.decode("latin-1")
+    try:
+        parse_config(text, "fuzz.yaml")
+    except ConfigError as exc:
+        assert exc.issues
+
+
+BASE_CONFIG: dict[str, Any] = {
+    "listeners": [
+        {"name": "web", "port": 8080, "protocol": "http", "client": {"header_timeout": 5}},
+        {"name": "tls", "port": 8443, "protocol": "https", "http2": True},
+    ],
+    "backends": [
+        {
+            "name": "app",
+            "endpoints": ["127.0.0.1:9000", "127.0.0.1:9001"],
+            "affinity": {"mode": "cookie"},
+            "timeouts": {"read": "60s"},
+        }
+    ],
+    "routes": [
+        {"listener": "web", "host": "a.example", "path": "/", "backend": "app"},
+        {"listener": "web", "path": "/socket.io/", "backend": "app", "cors": {"origins": ["*"]}},
+    ],
+}
 
 
 def test_regression_unicode_digits_are_not_port_numbers() -> None:

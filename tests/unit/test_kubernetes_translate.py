@@ -609,3 +609,38 @@ def test_grpc_backends_speak_http2(value: str, protocol: str, tmp_path: Path) ->
     config, issues = run(tmp_path, [ingress({NGINX + "backend-protocol": value})])
     assert config is not None, issues
     assert config.backends[0].protocol == protocol
+
+
+def test_objects_of_the_wrong_shape_are_errors_with_lines(tmp_path: Path) -> None:
+    """What the API server's schema would refuse (found by the manifest fuzzer as crashes)."""
+    bad_ingress = ingress()
+    bad_ingress["spec"]["rules"].append({"host": "b.example", "http": {"paths": [3]}})
+    bad_ingress["spec"]["tls"] = "x"
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "namespace": "app"},
+        "spec": {"ports": [{"port": -1, "targetPort": [1]}]},
+    }
+    config, issues = run(tmp_path, [bad_ingress, service])
+    assert config is None
+    found = {(i.key, i.message) for i in issues if i.severity == "error" and i.line}
+    assert ("spec.rules[1].http.paths[0]", "Ingress web: must be a mapping, not int") in found
+    assert ("spec.tls", "Ingress web: must be a list, not a string") in found
+    assert ("spec.ports[0].port", "Service api: must be a port number (1-65535), not -1") in found
+    assert (
+        "spec.ports[0].targetPort",
+        "Service api: must be a port number (1-65535) or a name, not [1]",
+    ) in found
+
+
+def test_model_refusals_name_the_annotation_or_field(tmp_path: Path) -> None:
+    bad = ingress({NGINX + "affinity": "cookie", NGINX + "session-cookie-name": "a b"})
+    bad["spec"]["rules"][0]["host"] = "bad host"
+    bad["spec"]["rules"][0]["http"]["paths"][0]["path"] = "nope"
+    config, issues = run(tmp_path, [bad])
+    assert config is None
+    keys = {i.key: i.message for i in issues if i.severity == "error" and i.line}
+    assert keys[f"metadata.annotations.{NGINX}session-cookie-name"] == "'a b' is not a cookie name"
+    assert "a host is a DNS name" in keys["spec.rules[0].host"]
+    assert keys["spec.rules[0].http.paths[0].path"] == "a path must start with '/'"

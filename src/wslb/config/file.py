@@ -93,14 +93,22 @@ def _cross_references(data: dict[str, Any], loc: Locator) -> list[ConfigIssue]:
     for kind, items in (("listener", listeners), ("backend", backends)):
         counts = Counter(v.get("name") for _, v in items if isinstance(v.get("name"), str))
         for i, v in items:
-            if counts.get(v.get("name"), 0) > 1:
+            if isinstance(v.get("name"), str) and counts[v["name"]] > 1:
                 issues.append(
                     loc.issue((f"{kind}s", i, "name"), f"{kind} name {v['name']!r} is used twice")
                 )
-    binds = Counter((v.get("address", "0.0.0.0"), v.get("port")) for _, v in listeners)
+
+    # Only values of the right type are compared here: the model reports the others.
+    def bind(v: dict[str, Any]) -> tuple[str, int] | None:
+        address, port = v.get("address", "0.0.0.0"), v.get("port")
+        if isinstance(address, str) and isinstance(port, int) and port != 0:
+            return address, port
+        return None
+
+    binds = Counter(bind(v) for _, v in listeners)
     for i, v in listeners:
         port = v.get("port")
-        if isinstance(port, int) and port != 0 and binds[(v.get("address", "0.0.0.0"), port)] > 1:
+        if bind(v) is not None and binds[bind(v)] > 1:
             issues.append(loc.issue(("listeners", i, "port"), f"port {port} is bound twice"))
 
     backend_proto = {
@@ -143,6 +151,8 @@ def _cross_references(data: dict[str, Any], loc: Locator) -> list[ConfigIssue]:
         names = v.get("listeners")
         if isinstance(names, list):
             for j, ln in enumerate(names):
+                if not isinstance(ln, str):
+                    continue
                 if ln not in listener_proto:
                     issues.append(
                         loc.issue(("routes", i, "listeners", j), f"no listener named {ln!r}")

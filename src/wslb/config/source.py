@@ -79,7 +79,13 @@ def load_documents(text: str, source: str) -> tuple[list[Document], list[ConfigI
     """Every document of a (multi-document) YAML or JSON text, with line maps."""
     issues: list[ConfigIssue] = []
     docs: list[Document] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader refuses non-printable characters (a NUL, say) as soon as it is made.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        at = text.count("\n", 0, exc.position) + 1
+        message = f"YAML: character {exc.character!r} is not allowed"
+        return docs, [ConfigIssue(source, at, "", message)]
     try:
         while loader.check_node():
             node = loader.get_node()

@@ -12,6 +12,7 @@ Errors come out as :class:`~wslb.errors.HTTPError` subclasses carrying the statu
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Protocol
 
@@ -71,6 +72,11 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
     b"x-forwarded-proto": _XFPROTO,
     b"x-forwarded-port": _XFPORT,
 }
+
+
+# RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; nothing else may name the host that
+# routing (and the endpoint) sees. An empty Host is valid (RFC 9112 3.2).
+_HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
 class RequestHead:
@@ -182,9 +188,11 @@ class RequestParser:
     """Server side of HTTP/1.1 on one connection."""
 
     __slots__ = (
+        "_chunk",
         "_chunk_len",
         "_forward",
         "_head",
+        "_head_chunks",
         "_headers",
         "_max_header_size",
         "_max_headers",
@@ -221,10 +229,16 @@ class RequestParser:
         self._forward = self._head.forward
         self._url = b""
         self._raw_bytes = 0
+        self._chunk = b""
         self._chunk_len = 0
+        #: the fed pieces the current head began in and arrived in
+        self._head_chunks: list[bytes] = []
 
     def feed(self, data: bytes) -> int | None:
+        self._chunk = data
         self._chunk_len = len(data)
+        if self.in_head:
+            self._head_chunks.append(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -259,6 +273,7 @@ class RequestParser:
         self._url = b""
         self.in_head = True
         self._raw_bytes = 0
+        self._head_chunks = [self._chunk]
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -311,6 +326,14 @@ class RequestParser:
             if size > self._max_header_size:
                 raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
 
+    def _check_http10_line(self) -> None:
+        """llhttp reads ``RTSP/1.0`` and ``ICE/1.0`` request lines as version 1.0 too: a 1.0
+        request is HTTP only if its request line ends in exactly `` HTTP/1.0``."""
+        chunks = self._head_chunks
+        self._head_chunks = []
+        if self._url + b" HTTP/1.0\r\n" not in b"".join(chunks):
+            raise BadRequest("not an HTTP request line (RTSP or ICE?)")
+
     def on_headers_complete(self) -> None:
         self.in_head = False
         self._check_head_limits()
@@ -318,8 +341,10 @@ class RequestParser:
         head = self._head
         head.method = p.get_method()
         head.version = p.get_http_version()
-        if head.version not in ("1.1", "1.0"):
-            raise VersionNotSupported(f"HTTP/{head.version}")
+        if head.version != "1.1":
+            if head.version != "1.0":
+                raise VersionNotSupported(f"HTTP/{head.version}")
+            self._check_http10_line()
         head.keep_alive = p.should_keep_alive()
         if head.upgrade is not None and not p.should_upgrade():
             head.upgrade = None
@@ -350,8 +375,11 @@ class RequestParser:
             head.path = path.decode("latin-1")
             head.query = url.query or b""
             head.target = path + (b"?" + url.query if url.query else b"")
-        if head.version == "1.1" and head.host is None:
-            raise BadRequest("HTTP/1.1 request without Host")
+        if head.host is None:
+            if head.version == "1.1":
+                raise BadRequest("HTTP/1.1 request without Host")
+        elif not _HOST_SYNTAX.fullmatch(head.host.encode("latin-1")):
+            raise BadRequest("invalid Host")
         if head.version == "1.0" and head.chunked:
             # RFC 9112 6.1: framing an HTTP/1.0 sender cannot have meant; no guessing
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wslb.config.kubernetes.schema import shape_errors
 from wslb.config.source import Locator, Path, load_documents
 from wslb.errors import ConfigIssue
 
@@ -107,6 +108,10 @@ def _add(
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         issues.append(loc.issue((*root, "metadata"), f"{kind} without metadata.name"))
+        return
+    shape = shape_errors(kind, data)
+    if shape:
+        issues += [loc.issue((*root, *path), f"{kind} {name}: {msg}") for path, msg in shape]
         return
     namespace = meta.get("namespace") or "default"
     annotations = meta.get("annotations") or {}

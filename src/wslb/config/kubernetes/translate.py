@@ -20,9 +20,9 @@ import binascii
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from wslb.config.certs import CertificateProblem, load_pair, self_signed
 from wslb.config.kubernetes import annotations as ann
@@ -49,6 +49,8 @@ from wslb.config.model import (
     TimeoutsOverride,
 )
 from wslb.errors import ConfigError, ConfigIssue
+
+M = TypeVar("M", bound=BaseModel)
 
 SOCKET_IO_MIN = 45  # Socket.IO pingInterval 25 s + pingTimeout 20 s
 
@@ -106,6 +108,20 @@ class Translator:
     # ------------------------------------------------------------------ helpers
     def error(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
         self.issues.append(obj.issue(path, msg))
+
+    def _model(
+        self, obj: KObject, cls: type[M], fields: dict[str, tuple[str, Any]], prefix: str = NGINX
+    ) -> M | None:
+        """``cls`` made of annotation values, ``{field: (annotation, value)}`` (None: the
+        default); a value the model refuses is an error on its annotation."""
+        try:
+            return cls(**{k: v for k, (_, v) in fields.items() if v is not None})
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = str(err["loc"][0]) if err["loc"] else ""
+                name = fields[key][0] if key in fields else next(iter(fields.values()))[0]
+                self.error(obj, ("metadata", "annotations", prefix + name), _msg(err))
+            return None
 
     def warn(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
         self.issues.append(obj.issue(path, msg, "warning"))
@@ -204,7 +220,7 @@ class Translator:
             key = "defaultBackend" if "defaultBackend" in spec else "backend"
             name = self._backend_ref(ing, default, ("spec", key))
             if name:
-                self.routes.append(self._route(ing, base, None, "/", "prefix", name, tls_hosts))
+                self._add_route(ing, ("spec", key), base, None, "/", "prefix", name, tls_hosts)
         for i, rule in enumerate(spec.get("rules") or []):
             if not isinstance(rule, dict):
                 continue
@@ -222,9 +238,7 @@ class Translator:
                 if not name:
                     continue
                 kind = "exact" if ptype == "Exact" else "prefix"
-                route = self._route(ing, base, host, p.get("path") or "/", kind, name, tls_hosts)
-                self.routes.append(route)
-                self.route_sources[id(route)] = ing
+                self._add_route(ing, path, base, host, p.get("path") or "/", kind, name, tls_hosts)
 
     def _ingress_tls(self, ing: KObject) -> set[str]:
         hosts: set[str] = set()
@@ -370,18 +384,31 @@ class Translator:
             opts["max_body_size"] = size
         if a("affinity") == "cookie":
             secure = a("session-cookie-secure")
-            opts["affinity"] = dict(
-                name=a("session-cookie-name") or "INGRESSCOOKIE",
-                mode=a("affinity-mode") or "balanced",
-                expires=a("session-cookie-expires"),
-                max_age=a("session-cookie-max-age"),
-                path=a("session-cookie-path"),
-                domain=a("session-cookie-domain"),
-                samesite=a("session-cookie-samesite"),
-                conditional_samesite_none=bool(a("session-cookie-conditional-samesite-none")),
-                secure=True if secure else None,
-                change_on_failure=bool(a("session-cookie-change-on-failure")),
+            cookie = self._model(
+                ing,
+                CookieSpec,
+                {
+                    "name": ("session-cookie-name", a("session-cookie-name") or "INGRESSCOOKIE"),
+                    "mode": ("affinity-mode", a("affinity-mode") or "balanced"),
+                    "expires": ("session-cookie-expires", a("session-cookie-expires")),
+                    "max_age": ("session-cookie-max-age", a("session-cookie-max-age")),
+                    "domain": ("session-cookie-domain", a("session-cookie-domain")),
+                    "samesite": ("session-cookie-samesite", a("session-cookie-samesite")),
+                    "conditional_samesite_none": (
+                        "session-cookie-conditional-samesite-none",
+                        bool(a("session-cookie-conditional-samesite-none")),
+                    ),
+                    "secure": ("session-cookie-secure", True if secure else None),
+                    "change_on_failure": (
+                        "session-cookie-change-on-failure",
+                        bool(a("session-cookie-change-on-failure")),
+                    ),
+                },
             )
+            if cookie is not None:
+                opts["affinity"] = cookie
+                # Without session-cookie-path the cookie's path is each route's own.
+                opts["_affinity_path"] = a("session-cookie-path")
         hash_by = a("upstream-hash-by")
         if hash_by:
             from wslb.middleware.templates import Template
@@ -395,29 +422,21 @@ class Translator:
             cors: dict[str, Any] = {}
             origins = a("cors-allow-origin")
             if origins:
-                cors["allow_origins"] = ("*",) if "*" in origins else tuple(origins)
+                cors["allow_origins"] = (
+                    "cors-allow-origin",
+                    ("*",) if "*" in origins else tuple(origins),
+                )
             for name, key in (
                 ("cors-allow-methods", "allow_methods"),
                 ("cors-allow-headers", "allow_headers"),
                 ("cors-expose-headers", "expose_headers"),
             ):
-                val = a(name)
-                if val:
-                    cors[key] = val
-            creds = a("cors-allow-credentials")
-            if creds is not None:
-                cors["allow_credentials"] = creds
-            age = a("cors-max-age")
-            if age is not None:
-                cors["max_age"] = age
-            try:
-                opts["cors"] = CorsSpec(**cors)
-            except ValidationError as exc:
-                self.error(
-                    ing,
-                    ("metadata", "annotations", NGINX + "cors-allow-origin"),
-                    str(exc.errors()[0]["msg"]),
-                )
+                cors[key] = (name, a(name) or None)
+            cors["allow_credentials"] = ("cors-allow-credentials", a("cors-allow-credentials"))
+            cors["max_age"] = ("cors-max-age", a("cors-max-age"))
+            spec = self._model(ing, CorsSpec, cors)
+            if spec is not None:
+                opts["cors"] = spec
             if (
                 opts.get("cors")
                 and opts["cors"].allow_credentials
@@ -484,6 +503,20 @@ class Translator:
                 "access); list trusted origins in cors-allow-origin instead",
             )
 
+    def _add_route(self, ing: KObject, where: tuple[str | int, ...], *args: Any) -> None:
+        """A route of ``ing`` made by ``_route(ing, *args)``; where the model refuses a host or
+        a path, an error at ``where`` (the rule's path entry) instead."""
+        try:
+            route = self._route(ing, *args)
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = str(err["loc"][0]) if err["loc"] else ""
+                at = (*where[:-3], "host") if key == "host" and len(where) > 3 else where
+                self.error(ing, (*at, "path") if key == "path" else at, _msg(err))
+            return
+        self.routes.append(route)
+        self.route_sources[id(route)] = ing
+
     def _route(
         self,
         ing: KObject,
@@ -496,9 +529,8 @@ class Translator:
     ) -> RouteSpec:
         opts = {k: v for k, v in base.items() if not k.startswith("_")}
         if "affinity" in opts:
-            aff = dict(opts["affinity"])
-            aff["path"] = aff["path"] or (path if path_type == "prefix" else "/")
-            opts["affinity"] = CookieSpec(**{k: v for k, v in aff.items() if v is not None})
+            cookie_path = base["_affinity_path"] or (path if path_type == "prefix" else "/")
+            opts["affinity"] = opts["affinity"].model_copy(update={"path": cookie_path})
         host_l = host.lower() if host else None
         if base["_force_ssl_redirect"] or (base["_ssl_redirect"] and host_l in tls_hosts):
             opts["redirect_https"] = base["_redirect"]
@@ -761,7 +793,18 @@ class Translator:
                 "sticky-sessions-type cookies needs sticky-sessions-cookie-name and -cookie-ttl",
             )
             return
-        spec = CookieSpec(name=name, mode="persistent", max_age=ttl)
+        spec = self._model(
+            lb,
+            CookieSpec,
+            {
+                "name": ("sticky-sessions-cookie-name", name),
+                "mode": ("sticky-sessions-type", "persistent"),
+                "max_age": ("sticky-sessions-cookie-ttl", ttl),
+            },
+            DO,
+        )
+        if spec is None:
+            return
         routes = []
         for r in self.routes:
             if r.affinity is None:
@@ -859,6 +902,11 @@ class Translator:
                 f"({SOCKET_IO_MIN}s): idle Socket.IO connections on {route.host or '*'}"
                 f"{route.path} will be cut",
             )
+
+
+def _msg(err: Any) -> str:
+    """A pydantic error's message, as a config error says it."""
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _hostport(addr: str, port: int) -> str:
