@@ -2,6 +2,8 @@
 kept minimal so the backend costs little next to the proxies being measured.
 
     python bench/ws_echo.py PORT [PORT ...]
+
+Prints ``listening PORT`` for each port once it is bound (port 0: one the kernel picks).
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ class Echo(asyncio.Protocol):
 async def main(ports: list[int]) -> None:
     loop = asyncio.get_running_loop()
     for port in ports:
-        await loop.create_server(Echo, "127.0.0.1", port, backlog=4096, reuse_address=True)
+        server = await loop.create_server(Echo, "127.0.0.1", port, backlog=4096, reuse_address=True)
+        # the bound port (port 0: the kernel's choice), for whoever waits on this process
+        print("listening", server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Future()
 
 

@@ -62,8 +62,13 @@ def endpoints(procs: list[Proc]) -> list[str]:
 def wslb(tmp_path: Path) -> Iterator[Callable[..., Wslb]]:
     started: list[Wslb] = []
 
-    def start(config: dict[str, Any], extra: list[str] | None = None, wait: bool = True) -> Wslb:
-        proc = Wslb(config, tmp_path, extra)
+    def start(
+        config: dict[str, Any],
+        extra: list[str] | None = None,
+        wait: bool = True,
+        nofile: int | None = None,
+    ) -> Wslb:
+        proc = Wslb(config, tmp_path, extra, nofile)
         started.append(proc)
         if wait:
             proc.wait_ready()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -74,4 +76,41 @@ def test_sslyze_finds_no_old_protocol_no_weak_suite_no_known_vulnerability(
     reneg = result["session_renegotiation"]["result"]
     assert reneg["is_vulnerable_to_client_renegotiation_dos"] is False
     curves = {c["name"] for c in result["elliptic_curves"]["result"]["supported_curves"]}
-    assert {"X25519", "secp256r1", "secp384r1"} <= curves, curves
+    assert curves == {"X25519", "secp256r1", "secp384r1"}, curves  # no X448, no P-521
+
+
+def _handshake(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    tls = ctx.wrap_socket(sock, server_hostname="localhost", session=session)
+    # TLS 1.3 tickets come after the handshake: a request and its answer bring them in
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    while tls.recv(65536):
+        pass
+    return tls
+
+
+def test_session_tickets_resume_across_replicas_with_the_same_secret(
+    wslb: Callable[..., Wslb],
+    backends: list[Proc],
+    server_cert: tuple[str, str],
+    ca_file: str,
+) -> None:
+    """Ticket keys come from server.secret and the rotation period: a ticket from one replica
+    resumes on another given the same secret, and not on one with another secret."""
+    tls = {"certificate": server_cert[0], "key": server_cert[1]}
+
+    def replica(secret: str) -> Wslb:
+        config = http_config(endpoints(backends[:1]), listener={"tls": tls}, protocol="https")
+        config["server"] = {"secret": secret}
+        return wslb(config)
+
+    a, b, other = replica("s" * 32), replica("s" * 32), replica("t" * 32)
+    client = ssl.create_default_context(cafile=ca_file)  # one client, one session cache
+    first = _handshake(client, a.port("web"), None)
+    assert first.session is not None and first.session.has_ticket
+    again = _handshake(client, b.port("web"), first.session)
+    assert again.session_reused, "a ticket of replica a did not resume on replica b"
+    fresh = _handshake(client, other.port("web"), first.session)
+    assert not fresh.session_reused, "a ticket resumed on a replica with another secret"
+    for t in (first, again, fresh):
+        t.close()

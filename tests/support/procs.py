@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -29,7 +30,13 @@ def scaled(seconds: float) -> float:
 class Proc:
     """A started process with a log file; ``stop()`` ends it by PID."""
 
-    def __init__(self, args: list[str], ready: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        ready: Path,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+    ) -> None:
         self.ready = ready
         self.log_path = ready.with_suffix(".log")
         self.log = open(self.log_path, "wb")  # noqa: SIM115
@@ -39,6 +46,8 @@ class Proc:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
             cwd=str(ROOT),
+            # a file-descriptor limit (soft and hard) for the process alone
+            preexec_fn=None if nofile is None else lambda: _limit_fds(nofile),
         )
         self.info: dict[str, Any] = {}
 
@@ -122,8 +131,18 @@ def start_backend(
     return proc
 
 
+def _limit_fds(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 class Wslb(Proc):
-    def __init__(self, config: dict[str, Any], workdir: Path, extra: list[str] | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        extra: list[str] | None = None,
+        nofile: int | None = None,
+    ):
         fd, cfg = tempfile.mkstemp(prefix="wslb-", suffix=".yaml", dir=workdir)
         with os.fdopen(fd, "w") as fh:
             yaml.safe_dump(config, fh)
@@ -142,7 +161,7 @@ class Wslb(Proc):
             "info",
             *(extra or []),
         ]
-        super().__init__(args, ready)
+        super().__init__(args, ready, nofile=nofile)
 
     def port(self, listener: str) -> int:
         return int(self.info["listeners"][listener]["port"])

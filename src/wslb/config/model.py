@@ -115,6 +115,10 @@ class ClientSpec(Spec):
     # HTTP/2: streams a client may have open at once (nginx: 128, HAProxy: 100) and the
     # receive window of each (what wslb may have to hold for a stream whose upstream is slow).
     max_concurrent_streams: int = Field(default=128, ge=1, le=10000)
+    # Open connections (nginx limit_conn; HAProxy maxconn on a frontend): past either, a new
+    # connection is refused (503 on HTTP listeners). Divided among the workers.
+    max_connections: int | None = Field(default=None, ge=1)
+    max_connections_per_ip: int | None = Field(default=None, ge=1)
     stream_window: Size = Field(default=256 * 1024, ge=65535, le=2**31 - 1)
 
 
@@ -152,6 +156,12 @@ class ListenerTLSSpec(Spec):
     key: str | None = None
     certificates: tuple[CertificateSpec, ...] = ()
     min_version: Literal["1.2", "1.3"] = "1.2"
+    ticket_rotation: Duration = Field(
+        default=3600.0,
+        ge=60,
+        description="session-ticket keys change every this long (derived from server.secret, "
+        "the same in every worker and replica with that secret)",
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> ListenerTLSSpec:
@@ -510,6 +520,12 @@ class ListenerSpec(Spec):
 
 class ServerSpec(Spec):
     workers: int = Field(default=1, ge=1, le=256)
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="client connections of all listeners, divided among the workers; each "
+        "worker also holds at most (its file-descriptor limit - 64) / 2 (HAProxy's maxconn)",
+    )
     shutdown_grace: Duration = 30.0
     access_log: bool = Field(
         default=True,

@@ -234,6 +234,11 @@ class RequestParser:
         #: the fed pieces the current head began in and arrived in
         self._head_chunks: list[bytes] = []
 
+    def release(self) -> None:
+        """The connection is over: drop the references that make a cycle with the sink (and
+        with httptools' parser), so that reference counting frees it all at once."""
+        del self._parser, self.on_body, self.on_message_complete, self._sink
+
     def feed(self, data: bytes) -> int | None:
         self._chunk = data
         self._chunk_len = len(data)
@@ -399,6 +404,10 @@ class ResponseParser:
         self.sink = sink
         self._parser = httptools.HttpResponseParser(self)
         self._head = self._fields = ResponseHead()
+
+    def release(self) -> None:
+        """The connection is over: break the cycles with the sink and httptools' parser."""
+        del self._parser, self.sink
 
     @property
     def head(self) -> ResponseHead:

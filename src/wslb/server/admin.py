@@ -206,6 +206,13 @@ class Collector:
             ["backend", "limit"],
             "refused",
         )
+        yield counter(
+            "wslb_connections_refused",
+            "Client connections refused at a connection limit (process: the file-descriptor "
+            "limit or server.max_connections; listener; client: per address)",
+            ["listener", "limit"],
+            "connections_refused",
+        )
         for name, doc, key, bounds in (
             (
                 "wslb_request_duration_seconds",

@@ -31,6 +31,7 @@ from wslb.proto.http1 import (
 from wslb.proto.http2 import PREFACE
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import is_websocket
+from wslb.server.limits import REFUSED, Slot, admit
 from wslb.server.output import OutBuffer
 from wslb.server.proxy import (
     P_DONE,
@@ -43,6 +44,7 @@ from wslb.server.proxy import (
     addresses,
 )
 from wslb.server.tunnel import Tunnel
+from wslb.server.upstream import UpstreamHTTP
 
 if TYPE_CHECKING:
     from wslb.server.runtime import ListenerState, Runtime
@@ -89,6 +91,7 @@ class DownstreamHTTP(asyncio.Protocol):
         "receiving",
         "runtime",
         "rx_progress",
+        "slot",
         "tail",
         "tail_size",
         "timer",
@@ -135,6 +138,7 @@ class DownstreamHTTP(asyncio.Protocol):
         self.client_addr: tuple[str, int] = ("0.0.0.0", 0)
         self.local_addr: tuple[str, int] = ("0.0.0.0", 0)
         self.trusted = False
+        self.slot: Slot | None = None  # this connection's place under the connection limits
 
     def __repr__(self) -> str:
         return f"<DownstreamHTTP {self.cid} {self.client_addr}>"
@@ -145,13 +149,23 @@ class DownstreamHTTP(asyncio.Protocol):
         if self.listener.http2 and self.listener.tls:
             sslobj = transport.get_extra_info("ssl_object")
             if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
-                self._hand_over(b"")
+                self._hand_over(b"")  # HTTP/2 takes its own place under the limits
                 return
         self.out.transport = transport
         self.client_addr, self.local_addr, self.trusted = addresses(
             transport, self.listener, self.proxy
         )
         self.client_ip = self.client_addr[0].encode()
+        slot = admit(self.runtime, self.listener, self.client_addr[0])
+        if slot is None:
+            # Refused: a 503 without reading the request, then the lingering close.
+            transport.write(REFUSED)
+            self.timer = T_NONE
+            self.runtime.sweeper.add(self)
+            self.closing = self.linger = True
+            self.close()
+            return
+        self.slot = slot
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -213,11 +227,20 @@ class DownstreamHTTP(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.closing = True
+        if self.slot is not None:
+            self.slot.release()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
         for ex in list(self.queue):
             ex.client_gone()
         self.queue.clear()
+        self._release()
+
+    def _release(self) -> None:
+        """Nothing will call this protocol again: break its reference cycles (transport,
+        parser), so that it is freed now rather than by a full garbage collection."""
+        self.parser.release()
+        self.transport = self.out.transport = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -456,6 +479,9 @@ class DownstreamHTTP(asyncio.Protocol):
         self.runtime.unregister(self)
         client_bytes = b"".join(self.tail)
         self.tail = []
+        if self.slot is not None:  # the tunnel holds the connection's place now
+            tunnel.on_close.append(self.slot.release)
+            self.slot = None
         # The relays write to the transports directly: what is held goes first.
         self.out.flush()
         up.flush()
@@ -467,6 +493,10 @@ class DownstreamHTTP(asyncio.Protocol):
             client_bytes=client_bytes,
             upstream_bytes=upstream_tail,
         )
+        # Both connections belong to the tunnel's relays now.
+        self._release()
+        if isinstance(up, UpstreamHTTP):
+            up.release()
 
     # ------------------------------------------------------------------ lifecycle
     def exchange_finished(self, ex: Exchange) -> None:
@@ -507,7 +537,8 @@ class DownstreamHTTP(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.closed = True
-        session = H2Downstream(self.runtime, self.listener, self.proxy)
+        session = H2Downstream(self.runtime, self.listener, self.proxy, self.slot)
+        self.slot = None
         transport.set_protocol(session)
         session.connection_made(transport)
         if data:

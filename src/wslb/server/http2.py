@@ -53,6 +53,7 @@ from wslb.proto.http2 import (
     trailer_lines,
 )
 from wslb.proto.proxy_protocol import ProxyInfo
+from wslb.server.limits import Slot, admit
 from wslb.server.proxy import PENDING_BODY_LIMIT, S_DONE, Exchange, Upstream, addresses
 from wslb.server.tunnel import Tunnel
 
@@ -881,7 +882,11 @@ class H2Downstream(H2Session):
     preface on a plain listener with h2c)."""
 
     def __init__(
-        self, runtime: Runtime, listener: ListenerState, proxy: ProxyInfo | None = None
+        self,
+        runtime: Runtime,
+        listener: ListenerState,
+        proxy: ProxyInfo | None = None,
+        slot: Slot | None = None,
     ) -> None:
         client = listener.client
         config = h2_config(client_side=False)
@@ -906,6 +911,7 @@ class H2Downstream(H2Session):
         self.deadline = 0.0
         self.requests = 0
         self.websocket_streams = 0  # RFC 8441 tunnels opened on this connection
+        self.slot = slot  # its place under the connection limits (h2c: taken over HTTP/1.1)
 
     def __repr__(self) -> str:
         return f"<H2Downstream {self.cid} {self.client_addr}>"
@@ -915,12 +921,20 @@ class H2Downstream(H2Session):
             transport, self.listener, self.proxy
         )
         self.client_ip = self.client_addr[0].encode()
+        if self.slot is None:
+            self.slot = admit(self.runtime, self.listener, self.client_addr[0])
+            if self.slot is None:  # refused: no HTTP/2 to answer in yet
+                transport.close()
+                return
         super().connection_made(transport)
         self.deadline = self.loop.time() + self.listener.client.header_timeout
         self.runtime.register(self)
         self.runtime.sweeper.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.slot is None:  # refused in connection_made
+            return
+        self.slot.release()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
         super().connection_lost(exc)

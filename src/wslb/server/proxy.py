@@ -47,6 +47,7 @@ from wslb.proto.http1 import REASON_PHRASES, Lines, RequestHead, ResponseHead, f
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import accept_value, validate_handshake
 from wslb.server import access
+from wslb.server.limits import NO_DESCRIPTORS
 from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
 
@@ -467,7 +468,10 @@ class Exchange:
             self._connect_failed(ep, f"connect timed out after {timeouts.connect:g}s", timeout=True)
             return
         except (OSError, ssl.SSLError) as exc:
-            self._connect_failed(ep, f"connect failed: {exc}", timeout=False)
+            if exc.errno in NO_DESCRIPTORS:
+                self._no_descriptors(exc)
+            else:
+                self._connect_failed(ep, f"connect failed: {exc}", timeout=False)
             return
         self.task = None
         if self.state != S_CONNECTING:
@@ -475,6 +479,16 @@ class Exchange:
             return
         ep.record_success()
         self.attach(up)
+
+    def _no_descriptors(self, exc: OSError) -> None:
+        """wslb itself is out of file descriptors: not the endpoint's fault (no ejection)."""
+        self.task = None
+        self.down.runtime.warnings.warn(
+            "descriptors", "no file descriptor for an upstream connection: %s", exc.strerror
+        )
+        if self.state == S_CONNECTING:
+            self._uncount()
+            self.local_reply(Limited(503, "wslb is out of file descriptors"))
 
     def _connect_failed(self, ep: EndpointState, why: str, *, timeout: bool) -> None:
         self.task = None
@@ -742,13 +756,15 @@ class Exchange:
             self.finish(reusable=False)
 
     def upstream_failed(self, exc: HTTPError) -> None:
-        """The upstream sent something unparseable."""
-        log.warning("[%s] upstream %s: %s", self.down.cid, self._ep_name(), exc)
+        """The upstream sent something unparseable: one log line, the reply's or the abort's."""
+        why = f"upstream {self._ep_name()}: {exc}"
         self._drop_upstream()
         if self.state in (S_SENT, S_CONNECTING):
-            self.local_reply(exc if exc.status >= 500 else BadGateway(str(exc)))
+            self.local_reply(BadGateway(why))
         elif self.state == S_RESPONDING:
-            self.abort("invalid response body from upstream")
+            self.abort(f"invalid response body: {why}")
+        else:
+            log.warning("[%s] %s", self.down.cid, why)
 
     def upstream_lost(self, exc: Exception | None) -> None:
         self.up = None
@@ -777,7 +793,8 @@ class Exchange:
             self.state = S_QUEUED
             self.connect()
             return
-        self.local_reply(BadGateway(f"upstream {self._ep_name()} closed before responding: {exc}"))
+        how = "closed" if exc is None else f"failed ({exc})"
+        self.local_reply(BadGateway(f"upstream {self._ep_name()} {how} before responding"))
 
     # ------------------------------------------------------------------ timers
     def sweep(self, now: float) -> None:
@@ -802,7 +819,10 @@ class Exchange:
             and state in (S_SENT, S_RESPONDING)
             and now - self.upstream_paused_since >= self.route.timeouts.send  # type: ignore[union-attr]
         ):
-            self.abort(f"upstream {self._ep_name()} stopped reading the request")
+            # 504 if no response has started (nginx: proxy_send_timeout), else a cut
+            self.local_reply(
+                GatewayTimeout(f"upstream {self._ep_name()} stopped reading the request")
+            )
 
     # ------------------------------------------------------------------ endings
     def _ep_name(self) -> str:

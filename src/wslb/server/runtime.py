@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -39,9 +40,17 @@ from wslb.middleware.limits import Counter, TokenBuckets
 from wslb.middleware.templates import Template
 from wslb.routing.table import RouteEntry, RouteTable
 from wslb.server.clock import Sweeper, interval_for
+from wslb.server.limits import (
+    ConnectionCount,
+    ProcessCount,
+    Warnings,
+    process_connection_limit,
+    raise_fd_limit,
+)
+from wslb.server.ocsp import Stapler
 from wslb.server.output import WriteBatch
 from wslb.server.pool import Pool
-from wslb.server.tls import client_context, server_context
+from wslb.server.tls import client_context, install_ticket_keys, server_context
 from wslb.server.upstream_h2 import H2Connections
 
 if TYPE_CHECKING:
@@ -322,10 +331,20 @@ class ListenerState:
         backends: dict[str, BackendState],
         secret: bytes = b"",
         previous: ListenerState | None = None,
+        process: ProcessCount | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.client = spec.client
+        workers = config.server.workers
+        self.max_connections = _share(spec.client.max_connections, workers)
+        self.max_connections_per_ip = _share(spec.client.max_connections_per_ip, workers)
+        # Open connections are counted across reloads.
+        self.conns: ConnectionCount = (
+            previous.conns
+            if previous is not None
+            else ConnectionCount(process or ProcessCount(1 << 30))
+        )
         self.tls = spec.protocol == "https"
         self.scheme = b"https" if self.tls else b"http"
         self.http2 = spec.serves_http2
@@ -347,6 +366,7 @@ class ListenerState:
         access = AccessList(spec.allow, spec.deny)
         self.access = access if access else None
         self.ssl_context: ssl.SSLContext | None = None
+        self.staplers: list[Stapler] = []  # OCSP, one per certificate that allows it
         self.tls_files = _stamps(spec)  # a certificate file replaced in place is a change too
         if previous is not None:
             olds = {(r.spec, r.backend.name): r for r in previous.route_states}
@@ -360,10 +380,11 @@ class ListenerState:
                 and previous.tls_files == self.tls_files
             ):
                 self.ssl_context = previous.ssl_context
+                self.staplers = previous.staplers
         if spec.tls is not None and self.ssl_context is None:
             alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
             self.ssl_context = server_context(
-                spec.tls.all_certificates(), spec.tls.min_version, alpn
+                spec.tls.all_certificates(), spec.tls.min_version, alpn, self.staplers
             )
 
     def is_trusted(self, ip: str) -> bool:
@@ -415,8 +436,11 @@ class Runtime:
         self.secret = (config.server.secret or "").encode()
         workers = config.server.workers
         self.backends = {b.name: BackendState(b, self.secret, workers) for b in config.backends}
+        self.fd_limit = raise_fd_limit()
+        self.process = ProcessCount(self._connection_limit(config))
+        self.warnings = Warnings()
         self.listeners = {
-            lst.name: ListenerState(lst, config, self.backends, self.secret)
+            lst.name: ListenerState(lst, config, self.backends, self.secret, None, self.process)
             for lst in config.listeners
         }
         self.sweeper = Sweeper(loop, interval_for(_smallest_timeout(config)))
@@ -437,6 +461,44 @@ class Runtime:
         self.stats: Stats | None = None  # counters, with --admin
         self.tasks: set[asyncio.Task[None]] = set()  # drains under way
         self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
+        self._ticket_timer: asyncio.TimerHandle | None = None
+        self.rotate_tickets()
+        self.run_staplers()
+
+    def run_staplers(self, previous: dict[str, ListenerState] | None = None) -> None:
+        """OCSP staplers of the listeners' certificates fetch in the background; those of
+        contexts a reload replaced stop."""
+        current = {id(s) for state in self.listeners.values() for s in state.staplers}
+        for state in (previous or {}).values():
+            for stapler in state.staplers:
+                if id(stapler) not in current:
+                    stapler.stop()
+        for state in self.listeners.values():
+            for stapler in state.staplers:
+                stapler.start(self.loop)
+
+    def rotate_tickets(self) -> None:
+        """Give every TLS listener the session-ticket keys of the current period, and come
+        back when the next period starts."""
+        next_at: float | None = None
+        for state in self.listeners.values():
+            tls = state.spec.tls
+            if state.ssl_context is not None and tls is not None:
+                at = install_ticket_keys(state.ssl_context, self.secret, tls.ticket_rotation)
+                next_at = at if next_at is None else min(next_at, at)
+        if self._ticket_timer is not None:
+            self._ticket_timer.cancel()
+            self._ticket_timer = None
+        if next_at is not None:
+            delay = max(1.0, next_at - time.time())
+            self._ticket_timer = self.loop.call_later(delay, self.rotate_tickets)
+
+    def _connection_limit(self, config: Config) -> int:
+        """Client connections this worker admits: what its descriptors allow, and its share
+        of ``server.max_connections``."""
+        limit = process_connection_limit(self.fd_limit)
+        share = _share(config.server.max_connections, config.server.workers)
+        return limit if share is None else min(limit, share)
 
     def apply(self, config: Config) -> Reload:
         """Swap ``config`` in (a reload). Backends and listeners are rebuilt from it, taking
@@ -481,9 +543,10 @@ class Runtime:
             ]
             for pool in new_b.pools.values():
                 self.sweeper.add(pool)
+        self.process.limit = self._connection_limit(config)
         listeners = {
             lst.name: ListenerState(
-                lst, config, backends, self.secret, self.listeners.get(lst.name)
+                lst, config, backends, self.secret, self.listeners.get(lst.name), self.process
             )
             for lst in config.listeners
         }
@@ -498,11 +561,14 @@ class Runtime:
             n for n, b in backends.items() if old_backends.get(n) is not b
         )
         reload.backends_removed = sorted(set(old_backends) - set(backends))
+        previous_listeners = self.listeners
         self.config = config
         self.backends = backends
         self.listeners = listeners
         self.generation = reload.generation
         self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
+        self.rotate_tickets()  # new TLS contexts get the current keys
+        self.run_staplers(previous_listeners)
         return reload
 
     def drain_tunnels(

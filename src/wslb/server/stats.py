@@ -63,6 +63,7 @@ class Stats:
         self.tunnel_duration: dict[str, Histogram] = {}  # backend
         self.upgrade_failures: dict[tuple[str, int], int] = {}  # (backend, status)
         self.refused: dict[tuple[str, str], int] = {}  # (backend, limit)
+        self.connections_refused: dict[tuple[str, str], int] = {}  # (listener, limit)
         self.reloads = {"applied": 0, "refused": 0}
 
     # ---- called from the data path
@@ -91,6 +92,10 @@ class Stats:
     def refusal(self, backend: str, limit: str) -> None:
         key = (backend, limit)
         self.refused[key] = self.refused.get(key, 0) + 1
+
+    def connection_refused(self, listener: str, limit: str) -> None:
+        key = (listener, limit)
+        self.connections_refused[key] = self.connections_refused.get(key, 0) + 1
 
     def tunnel_opened(self, t: Tunnel) -> None:
         key = (t.backend, t.endpoint.address)
@@ -123,6 +128,7 @@ class Stats:
             "tunnel_duration": {k: h.dump() for k, h in self.tunnel_duration.items()},
             "upgrade_failures": rows(self.upgrade_failures),
             "refused": rows(self.refused),
+            "connections_refused": rows(self.connections_refused),
             "reloads": dict(self.reloads),
         }
 

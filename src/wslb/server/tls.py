@@ -1,20 +1,34 @@
 """SSL contexts: TLS termination on listeners and TLS towards ``https`` backends.
 
 Listeners: TLS 1.2+ (1.3 only with ``min_version: "1.3"``), ECDHE with AEAD ciphers (the
-Mozilla "intermediate" TLS 1.2 list, which has no CBC suite), no compression, no renegotiation.
-With several certificates SNI picks the one whose names match (exact, then one-label wildcard);
-the first certificate is the default.
+Mozilla "intermediate" TLS 1.2 list, which has no CBC suite), key exchange over X25519, P-256
+and P-384 only, no compression, no renegotiation. With several certificates SNI picks the one
+whose names match (exact, then one-label wildcard); the first certificate is the default.
+
+Session tickets are encrypted with keys derived from ``server.secret`` and the current period
+of ``tls.ticket_rotation`` (HKDF-SHA256): every worker, and every replica given the same secret,
+uses the same keys in the same period, so a client resumes on any of them; a new period brings
+new keys (tickets of the previous one then get a full handshake).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from wslb.config.certs import CertificatePair, load_pair
 from wslb.config.model import CertificateSpec, UpstreamTLSSpec
+from wslb.server import openssl
+from wslb.server.ocsp import Stapler, stapler_for
+
+log = logging.getLogger("wslb.tls")
 
 # Mozilla intermediate configuration, TLS 1.2 suites (TLS 1.3 suites are fixed by OpenSSL).
 INTERMEDIATE_CIPHERS = ":".join(
@@ -39,7 +53,43 @@ def _base_server_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContex
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
     ctx.set_alpn_protocols(list(alpn))
+    try:
+        openssl.set_groups(ctx)
+    except OSError as exc:
+        _say_once(f"key-exchange groups left to OpenSSL's defaults: {exc}")
     return ctx
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.warning("%s", message)
+
+
+def ticket_keys(secret: bytes, period: int) -> bytes:
+    """The session-ticket keys of one rotation period."""
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=openssl.TICKET_KEYS_LENGTH,
+        salt=None,
+        info=b"wslb session tickets %d" % period,
+    )
+    return hkdf.derive(secret or b"wslb")
+
+
+def install_ticket_keys(ctx: ssl.SSLContext, secret: bytes, rotation: float) -> float:
+    """Give ``ctx`` the keys of the current period; the time (``time.time()``) the next one
+    starts."""
+    now = time.time()
+    period = int(now // rotation)
+    try:
+        openssl.set_ticket_keys(ctx, ticket_keys(secret, period))
+    except OSError as exc:
+        _say_once(f"session-ticket keys are not rotated (OpenSSL's own, per worker): {exc}")
+    return (period + 1) * rotation
 
 
 def _load_chain(ctx: ssl.SSLContext, pair: CertificatePair) -> None:
@@ -58,7 +108,10 @@ def server_context(
     certificates: Sequence[CertificateSpec],
     min_version: str = "1.2",
     alpn: Sequence[str] = ("http/1.1",),
+    staplers: list[Stapler] | None = None,
 ) -> ssl.SSLContext:
+    """The context of a TLS listener; ``staplers`` gets the OCSP stapler of each certificate
+    whose chain allows one (they staple once started)."""
     if not certificates:
         raise ValueError("a TLS listener needs at least one certificate")
     contexts: list[tuple[tuple[str, ...], ssl.SSLContext]] = []
@@ -67,6 +120,9 @@ def server_context(
         ctx = _base_server_context(min_version, alpn)
         _load_chain(ctx, pair)
         contexts.append((pair.names, ctx))
+        stapler = stapler_for(ctx, pair.chain_pem)
+        if stapler is not None and staplers is not None:
+            staplers.append(stapler)
     default = contexts[0][1]
     if len(contexts) == 1:
         return default

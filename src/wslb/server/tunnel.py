@@ -22,6 +22,7 @@ from wslb.balancer.endpoints import EndpointState
 from wslb.proto.proxy_protocol import ProxyInfo, build_v1, build_v2
 from wslb.proto.websocket import FrameTracker, close_frame
 from wslb.server import access
+from wslb.server.limits import NO_DESCRIPTORS, Slot, admit
 from wslb.server.upstream import PendingUpstream, open_upstream
 
 if TYPE_CHECKING:
@@ -302,6 +303,11 @@ class Tunnel:
             self.runtime.stats.tunnel_closed(self, from_client, from_upstream)
         if self.runtime.access_log:
             access.tunnel(self, from_client, from_upstream)
+        # Both sides are gone: break the tunnel's cycles (relays, transports) now.
+        for relay in (self.down, self.up):
+            if relay is not None:
+                del relay.tunnel, relay.transport, relay.peer
+        self.down = self.up = None
 
 
 def proxy_header(
@@ -326,9 +332,16 @@ class TCPDownstream(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.buffer: list[bytes] = []
         self.lost = False
+        self.slot: Slot | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        client = self.proxy.source if self.proxy is not None else None
+        peer = client or transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.slot = admit(self.runtime, self.listener, peer[0])
+        if self.slot is None:
+            transport.close()
+            return
         transport.pause_reading()
         self.task = self.runtime.loop.create_task(self._connect())
 
@@ -340,6 +353,8 @@ class TCPDownstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.slot is not None:
+            self.slot.release()
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
@@ -368,6 +383,11 @@ class TCPDownstream(asyncio.Protocol):
                     )
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 ep.active -= 1
+                if exc.errno in NO_DESCRIPTORS:  # wslb's own shortage, not the endpoint's
+                    self.runtime.warnings.warn(
+                        "descriptors", "no file descriptor for an upstream connection: %s", exc
+                    )
+                    break
                 backend.endpoint_failed(ep, loop.time(), f"connect failed: {exc!r}")
                 log.warning("[%s] tcp connect to %s failed: %r", self.cid, ep.address, exc)
                 failed = ep
@@ -384,6 +404,9 @@ class TCPDownstream(asyncio.Protocol):
                 self.runtime, self.cid, "tcp", ep, backend.spec.timeouts.tunnel, backend.name
             )
             tunnel.client = client[0]
+            if self.slot is not None:  # the tunnel holds the connection's place now
+                tunnel.on_close.append(self.slot.release)
+                self.slot = None
             tunnel.start(
                 transport,
                 up_transport,

@@ -240,6 +240,13 @@ class UpstreamHTTP(asyncio.Protocol):
         if ex is not None:
             self.detach()
             ex.upstream_lost(exc)
+        self.release()
+
+    def release(self) -> None:
+        """Nothing calls this protocol again (closed, or its connection became a tunnel):
+        break its cycles (transport, parser), so that it is freed now."""
+        self.parser.release()
+        self.transport = self.out.transport = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
