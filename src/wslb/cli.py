@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -82,6 +83,12 @@ def _add_source(p: argparse.ArgumentParser, kubernetes_only: bool = False) -> No
     p.add_argument("--dns-suffix", default="svc.cluster.local")
     p.add_argument("--bind-address", default="0.0.0.0", help="address of the manifests' ports")
     p.add_argument("--secret", help="affinity cookie key shared by replicas (or WSLB_SECRET)")
+    acme = p.add_argument_group("ACME, for manifests (-f): docs/acme.md")
+    acme.add_argument("--acme-directory", help="ACME directory URL (default: Let's Encrypt)")
+    acme.add_argument("--acme-email", help="contact e-mail of the ACME account")
+    acme.add_argument("--acme-storage", default="acme", metavar="DIR", help="default: ./acme")
+    acme.add_argument("--acme-challenge", choices=["http-01", "tls-alpn-01"], default="http-01")
+    acme.add_argument("--acme-ca-file", metavar="PEM", help="CA to trust the directory with")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,11 +192,28 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
             dns_suffix=args.dns_suffix,
             bind_address=args.bind_address,
             secret=args.secret or os.environ.get("WSLB_SECRET"),
+            acme=_acme_options(args),
         )
         config, more = translate(objects, options)
         return config, issues + more
     except ConfigError as exc:
         return None, exc.issues
+
+
+def _acme_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """AcmeSpec fields from --acme-*; None unless a directory or an e-mail is given (then a
+    missing TLS Secret means: ask ACME)."""
+    if not args.acme_directory and not args.acme_email:
+        return None
+    fields: dict[str, Any] = {
+        "storage": os.path.abspath(args.acme_storage),
+        "challenge": args.acme_challenge,
+    }
+    for key in ("directory", "email", "ca_file"):
+        value = getattr(args, f"acme_{key}")
+        if value:
+            fields[key] = value
+    return fields
 
 
 def _print_issues(issues: list[ConfigIssue]) -> None:
@@ -220,6 +244,26 @@ def render_yaml(config: Config) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100)
 
 
+def _acme_status(config: Config) -> list[str]:
+    """What the ACME storage holds for each certificate: the hosts still waiting for one."""
+    if config.acme is None:
+        return []
+    from wslb.acme.storage import Storage
+
+    storage = Storage(config.acme.storage)
+    out = []
+    for cert in config.acme.all_certificates():
+        stored = storage.load_certificate(cert.key)
+        hosts = ", ".join(cert.hosts)
+        if stored is None or not set(cert.hosts) <= set(stored.hosts):
+            out.append(f"acme: {cert.key}: waiting for a certificate ({hosts}; self-signed until)")
+        else:
+            renew = stored.renew_at(config.acme.renew_fraction).isoformat(timespec="seconds")
+            until = stored.not_after.isoformat(timespec="seconds")
+            out.append(f"acme: {cert.key}: issued ({hosts}), valid until {until}, renews {renew}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     where = getattr(args, "config", None) or ", ".join(args.filename)
@@ -233,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(render_yaml(config))
         else:
             print(f"{where}: OK ({_summary(where, issues).split(': ', 1)[1]})")
+            for line in _acme_status(config):
+                print(line)
         return 0
 
     _setup_logging(args.log_level, args.log_format)

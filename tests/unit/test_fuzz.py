@@ -3,7 +3,8 @@ protocol parser, the Kubernetes manifest translator and annotation parsers, and 
 config reader.
 
 Each runs ``WSLB_FUZZ_EXAMPLES`` inputs (200 by default, so the suite stays quick); the longer
-run documented in docs/hardening.md is ``WSLB_FUZZ_EXAMPLES=1000000 pytest tests/unit/test_fuzz.py``.
+run documented in docs/hardening.md is
+``WSLB_FUZZ_EXAMPLES=1000000 pytest tests/unit/test_fuzz.py --timeout=0`` (no per-test timeout).
 A failure prints the smallest input hypothesis found: it becomes a regression case below.
 """
 

@@ -258,6 +258,17 @@ CASES: dict[str, tuple[str, dict[str, str], Check]] = {
         _route(lambda r: r.headers.response_set[0].value == "$host"),
     ),
     WSLB + "engineio-affinity": ("false", {}, _route(lambda r: r.engineio_affinity is False)),
+    WSLB + "acme": (
+        "true",
+        {},
+        _listeners(
+            lambda c: (
+                c.acme is not None
+                and [(x.key, x.hosts) for x in c.acme.certificates]
+                == [("web", ("app.example.com",))]
+            )
+        ),
+    ),
     WSLB + "websocket-rate": (
         "200",
         {},
@@ -644,3 +655,38 @@ def test_model_refusals_name_the_annotation_or_field(tmp_path: Path) -> None:
     assert keys[f"metadata.annotations.{NGINX}session-cookie-name"] == "'a b' is not a cookie name"
     assert "a host is a DNS name" in keys["spec.rules[0].host"]
     assert keys["spec.rules[0].http.paths[0].path"] == "a path must start with '/'"
+
+
+def _tls_ingress(annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    ing = ingress(annotations)
+    ing["spec"]["tls"] = [{"hosts": ["app.example.com"], "secretName": "app-tls"}]
+    return ing
+
+
+def test_acme_for_tls_entries_whose_secret_is_missing(tmp_path: Path) -> None:
+    acme = {"email": "ops@example.com", "storage": str(tmp_path / "acme")}
+    config, issues = run(tmp_path, [_tls_ingress()], acme=acme)
+    assert config is not None and config.acme is not None, issues
+    (cert,) = config.acme.certificates
+    assert cert.key == "app-tls" and cert.hosts == ("app.example.com",)
+    assert config.acme.email == "ops@example.com"
+    tls_listeners = [lst for lst in config.listeners if lst.tls is not None]
+    assert tls_listeners and all(lst.tls.acme for lst in tls_listeners if lst.tls)
+    # without --acme-* a missing Secret is a self-signed certificate, as before
+    config, _ = run(tmp_path, [_tls_ingress()])
+    assert config is not None and config.acme is None
+
+
+def test_acme_annotation_and_do_certificate_name(tmp_path: Path) -> None:
+    config, issues = run(tmp_path, [_tls_ingress({WSLB + "acme": "true"})])
+    assert config is not None and config.acme is not None, issues
+    assert [c.key for c in config.acme.certificates] == ["app-tls"]
+    assert config.acme.directory.startswith("https://acme-v02.api.letsencrypt.org")
+    # DigitalOcean's certificate-name: one certificate, named so, for every host
+    acme = {"directory": "https://ca.example/dir", "storage": str(tmp_path / "acme")}
+    svc = lb_service({DO + "certificate-name": "edge-cert", DO + "protocol": "https"})
+    config, issues = run(tmp_path, [ingress(), svc], acme=acme)
+    assert config is not None and config.acme is not None, issues
+    assert [(c.key, c.hosts) for c in config.acme.certificates] == [
+        ("edge-cert", ("app.example.com",))
+    ]

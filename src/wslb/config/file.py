@@ -165,6 +165,12 @@ def _cross_references(data: dict[str, Any], loc: Locator) -> list[ConfigIssue]:
                         )
                     )
 
+    if not isinstance(data.get("acme"), dict):
+        for i, v in listeners:
+            tls = v.get("tls")
+            if isinstance(tls, dict) and tls.get("acme") is True:
+                issues.append(loc.issue(("listeners", i, "tls", "acme"), "needs an `acme` section"))
+
     for i, v in backends:
         if not v.get("endpoints"):
             issues.append(
@@ -204,7 +210,12 @@ def _resolve_paths(config: Config, base_dir: str) -> Config:
         b.model_copy(update={"tls": b.tls.model_copy(update={"ca_file": fix(b.tls.ca_file)})})
         for b in config.backends
     ]
-    return config.model_copy(update={"listeners": tuple(listeners), "backends": tuple(backends)})
+    acme = config.acme
+    if acme is not None:
+        acme = acme.model_copy(update={"storage": fix(acme.storage), "ca_file": fix(acme.ca_file)})
+    return config.model_copy(
+        update={"listeners": tuple(listeners), "backends": tuple(backends), "acme": acme}
+    )
 
 
 def _check_files(config: Config, loc: Locator) -> list[ConfigIssue]:

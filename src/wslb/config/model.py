@@ -37,6 +37,7 @@ keepalive.max_requests     1000        nginx keepalive_requests 1000
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -156,6 +157,11 @@ class ListenerTLSSpec(Spec):
     key: str | None = None
     certificates: tuple[CertificateSpec, ...] = ()
     min_version: Literal["1.2", "1.3"] = "1.2"
+    acme: bool = Field(
+        default=False,
+        description="also serve the certificates of the `acme` section (by SNI); a self-signed "
+        "one serves a host until its certificate is issued",
+    )
     ticket_rotation: Duration = Field(
         default=3600.0,
         ge=60,
@@ -167,8 +173,8 @@ class ListenerTLSSpec(Spec):
     def _one_form(self) -> ListenerTLSSpec:
         if (self.certificate is None) != (self.key is None):
             raise ValueError("give both certificate and key")
-        if self.certificate is None and not self.certificates:
-            raise ValueError("a TLS listener needs certificate and key (or certificates)")
+        if self.certificate is None and not self.certificates and not self.acme:
+            raise ValueError("a TLS listener needs certificate and key (or certificates, or acme)")
         return self
 
     def all_certificates(self) -> tuple[CertificateSpec, ...]:
@@ -538,11 +544,64 @@ class ServerSpec(Spec):
     )
 
 
+# --------------------------------------------------------------------------- ACME
+
+
+class AcmeCertificateSpec(Spec):
+    """One certificate to order: its hosts, under a name that stays the same across renewals
+    (DigitalOcean's certificate-name)."""
+
+    name: str | None = Field(default=None, description="default: the first host")
+    hosts: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            if not _ACME_HOST.fullmatch(h):
+                raise ValueError(f"{h!r} is not a DNS name")
+        return tuple(h.lower() for h in v)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.hosts[0]
+
+
+_ACME_HOST = re.compile(r"(\*\.)?([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}")
+
+
+class AcmeSpec(Spec):
+    """Automatic certificates from an ACME CA (Let's Encrypt by default)."""
+
+    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    email: str | None = None
+    storage: str = Field(
+        default="acme",
+        description="directory for the account, "
+        "certificates and challenges (shared by workers and replicas)",
+    )
+    challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
+    ca_file: str | None = Field(
+        default=None, description="CA bundle to trust the directory's TLS with (a test CA)"
+    )
+    hosts: tuple[str, ...] = Field(default=(), description="shorthand: one certificate per host")
+    certificates: tuple[AcmeCertificateSpec, ...] = ()
+    renew_fraction: float = Field(default=1 / 3, gt=0, lt=1)
+    check_interval: Duration = Field(default=3600.0, gt=0)
+    retry_first: Duration = Field(default=60.0, gt=0)
+    retry_max: Duration = Field(default=3600.0, gt=0)
+    order_timeout: Duration = Field(default=120.0, gt=0)
+
+    def all_certificates(self) -> tuple[AcmeCertificateSpec, ...]:
+        return tuple(AcmeCertificateSpec(hosts=(h,)) for h in self.hosts) + self.certificates
+
+
 class Config(Spec):
     server: ServerSpec = ServerSpec()
     listeners: tuple[ListenerSpec, ...] = ()
     backends: tuple[BackendSpec, ...] = ()
     routes: tuple[RouteSpec, ...] = ()
+    acme: AcmeSpec | None = None
 
     def backend(self, name: str) -> BackendSpec:
         for b in self.backends:

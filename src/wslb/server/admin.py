@@ -213,6 +213,12 @@ class Collector:
             ["listener", "limit"],
             "connections_refused",
         )
+        yield counter(
+            "wslb_acme_orders",
+            "ACME orders of certificates, by certificate, kind (order, renewal) and result",
+            ["certificate", "kind", "result"],
+            "acme",
+        )
         for name, doc, key, bounds in (
             (
                 "wslb_request_duration_seconds",

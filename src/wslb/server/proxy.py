@@ -167,6 +167,9 @@ def addresses(
     return client, here, trusted
 
 
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+
+
 class Limited(HTTPError):
     """A rate or connection limit (ingress-nginx answers 503 unless told otherwise)."""
 
@@ -234,6 +237,14 @@ class Exchange:
             self.local_reply(MethodNotAllowed("CONNECT: wslb is not a forward proxy"))
             return
         listener = down.listener
+        acme = down.runtime.acme
+        if acme is not None and head.path.startswith(ACME_CHALLENGE_PATH):
+            # HTTP-01 (RFC 8555 8.3), before access lists and any redirect to HTTPS (what is
+            # not a pending token goes on to the routes)
+            answer = acme.storage.http01(head.path[len(ACME_CHALLENGE_PATH) :])
+            if answer is not None and head.method in (b"GET", b"HEAD"):
+                self.local_response(200, [b"Content-Type: text/plain\r\n"], answer)
+                return
         if listener.access is not None and not listener.access.permits(down.client_addr[0]):
             self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this listener"))
             return

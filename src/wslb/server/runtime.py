@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from wslb.acme.manager import AcmeManager
 from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_change
 from wslb.balancer.ring import HashRing
 from wslb.config.model import (
@@ -332,6 +333,7 @@ class ListenerState:
         secret: bytes = b"",
         previous: ListenerState | None = None,
         process: ProcessCount | None = None,
+        acme: AcmeManager | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -384,7 +386,11 @@ class ListenerState:
         if spec.tls is not None and self.ssl_context is None:
             alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
             self.ssl_context = server_context(
-                spec.tls.all_certificates(), spec.tls.min_version, alpn, self.staplers
+                spec.tls.all_certificates(),
+                spec.tls.min_version,
+                alpn,
+                self.staplers,
+                acme if spec.tls.acme else None,
             )
 
     def is_trusted(self, ip: str) -> bool:
@@ -439,8 +445,15 @@ class Runtime:
         self.fd_limit = raise_fd_limit()
         self.process = ProcessCount(self._connection_limit(config))
         self.warnings = Warnings()
+        self.stats: Stats | None = None  # counters, with --admin
+        self.acme: AcmeManager | None = None
+        if config.acme is not None:
+            self.acme = AcmeManager(config.acme, self._acme_event)
+            self.acme.start(loop)
         self.listeners = {
-            lst.name: ListenerState(lst, config, self.backends, self.secret, None, self.process)
+            lst.name: ListenerState(
+                lst, config, self.backends, self.secret, None, self.process, self.acme
+            )
             for lst in config.listeners
         }
         self.sweeper = Sweeper(loop, interval_for(_smallest_timeout(config)))
@@ -458,7 +471,6 @@ class Runtime:
         self.health: HealthChecker | None = None
         self.on_idle: Callable[[], None] | None = None
         self.generation = 1  # of the configuration; each reload adds one
-        self.stats: Stats | None = None  # counters, with --admin
         self.tasks: set[asyncio.Task[None]] = set()  # drains under way
         self.access_log = config.server.access_log and access_log.isEnabledFor(logging.INFO)
         self._ticket_timer: asyncio.TimerHandle | None = None
@@ -492,6 +504,10 @@ class Runtime:
         if next_at is not None:
             delay = max(1.0, next_at - time.time())
             self._ticket_timer = self.loop.call_later(delay, self.rotate_tickets)
+
+    def _acme_event(self, name: str, kind: str, result: str) -> None:
+        if self.stats is not None:
+            self.stats.acme_event(name, kind, result)
 
     def _connection_limit(self, config: Config) -> int:
         """Client connections this worker admits: what its descriptors allow, and its share
@@ -544,9 +560,24 @@ class Runtime:
             for pool in new_b.pools.values():
                 self.sweeper.add(pool)
         self.process.limit = self._connection_limit(config)
+        if config.acme is None:
+            if self.acme is not None:
+                self.acme.stop()
+            self.acme = None
+        elif self.acme is None:
+            self.acme = AcmeManager(config.acme, self._acme_event)
+            self.acme.start(self.loop)
+        elif self.acme.spec != config.acme:
+            self.acme.update(config.acme, self.loop)
         listeners = {
             lst.name: ListenerState(
-                lst, config, backends, self.secret, self.listeners.get(lst.name), self.process
+                lst,
+                config,
+                backends,
+                self.secret,
+                self.listeners.get(lst.name),
+                self.process,
+                self.acme,
             )
             for lst in config.listeners
         }

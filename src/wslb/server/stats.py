@@ -64,6 +64,7 @@ class Stats:
         self.upgrade_failures: dict[tuple[str, int], int] = {}  # (backend, status)
         self.refused: dict[tuple[str, str], int] = {}  # (backend, limit)
         self.connections_refused: dict[tuple[str, str], int] = {}  # (listener, limit)
+        self.acme: dict[tuple[str, str, str], int] = {}  # (certificate, kind, result)
         self.reloads = {"applied": 0, "refused": 0}
 
     # ---- called from the data path
@@ -97,6 +98,10 @@ class Stats:
         key = (listener, limit)
         self.connections_refused[key] = self.connections_refused.get(key, 0) + 1
 
+    def acme_event(self, name: str, kind: str, result: str) -> None:
+        key = (name, kind, result)
+        self.acme[key] = self.acme.get(key, 0) + 1
+
     def tunnel_opened(self, t: Tunnel) -> None:
         key = (t.backend, t.endpoint.address)
         self.tunnels_opened[key] = self.tunnels_opened.get(key, 0) + 1
@@ -129,6 +134,7 @@ class Stats:
             "upgrade_failures": rows(self.upgrade_failures),
             "refused": rows(self.refused),
             "connections_refused": rows(self.connections_refused),
+            "acme": rows(self.acme),
             "reloads": dict(self.reloads),
         }
 

@@ -19,14 +19,18 @@ import ssl
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from wslb.config.certs import CertificatePair, load_pair
+from wslb.config.certs import CertificatePair, load_pair, self_signed
 from wslb.config.model import CertificateSpec, UpstreamTLSSpec
 from wslb.server import openssl
 from wslb.server.ocsp import Stapler, stapler_for
+
+if TYPE_CHECKING:
+    from wslb.acme.manager import AcmeManager
 
 log = logging.getLogger("wslb.tls")
 
@@ -93,11 +97,15 @@ def install_ticket_keys(ctx: ssl.SSLContext, secret: bytes, rotation: float) -> 
 
 
 def _load_chain(ctx: ssl.SSLContext, pair: CertificatePair) -> None:
+    _load_pems(ctx, pair.chain_pem, pair.key_pem)
+
+
+def _load_pems(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
     """The ssl module loads chains from files only: write them to a private temporary
     directory, load, and remove them."""
     with tempfile.TemporaryDirectory(prefix="wslb-tls-") as tmp:
         chain, key = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
-        for path, data in ((chain, pair.chain_pem), (key, pair.key_pem)):
+        for path, data in ((chain, chain_pem), (key, key_pem)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -109,11 +117,18 @@ def server_context(
     min_version: str = "1.2",
     alpn: Sequence[str] = ("http/1.1",),
     staplers: list[Stapler] | None = None,
+    acme: AcmeManager | None = None,
 ) -> ssl.SSLContext:
     """The context of a TLS listener; ``staplers`` gets the OCSP stapler of each certificate
-    whose chain allows one (they staple once started)."""
+    whose chain allows one (they staple once started). With ``acme``, the certificates it
+    keeps serve their hosts first, and a self-signed one the hosts still waiting."""
     if not certificates:
-        raise ValueError("a TLS listener needs at least one certificate")
+        if acme is None:
+            raise ValueError("a TLS listener needs at least one certificate")
+        chain, key = self_signed(sorted(acme.by_host) or ["localhost"])
+        certificates = [
+            CertificateSpec(certificate_pem=chain, key_pem=key, name="self-signed until ACME")
+        ]
     contexts: list[tuple[tuple[str, ...], ssl.SSLContext]] = []
     for cert in certificates:
         pair = load_pair(cert)
@@ -124,7 +139,7 @@ def server_context(
         if stapler is not None and staplers is not None:
             staplers.append(stapler)
     default = contexts[0][1]
-    if len(contexts) == 1:
+    if len(contexts) == 1 and acme is None:
         return default
     exact: dict[str, ssl.SSLContext] = {}
     wildcard: dict[str, ssl.SSLContext] = {}
@@ -136,10 +151,32 @@ def server_context(
             else:
                 exact.setdefault(name, ctx)
 
+    settings = (min_version, *alpn)
+
+    def make(chain_pem: bytes, key_pem: bytes, key: tuple[str, ...]) -> ssl.SSLContext:
+        ctx = _base_server_context(key[0], key[1:])
+        _load_pems(ctx, chain_pem, key_pem)
+        return ctx
+
+    def challenge(chain_pem: bytes, key_pem: bytes, _alpn: tuple[str, ...]) -> ssl.SSLContext:
+        return make(chain_pem, key_pem, (min_version, "acme-tls/1"))
+
+    if acme is not None and acme.spec.challenge == "tls-alpn-01":
+        acme.watch_hellos(default)
+
     def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         if not server_name:
             return
         name = server_name.lower().rstrip(".")
+        if acme is not None:
+            chosen = None
+            if acme.asks_for_challenge(sslobj):  # a TLS-ALPN-01 validation, if one is pending
+                chosen = acme.challenge_context(name, challenge)
+            if chosen is None:
+                chosen = acme.context_for(name, settings, make)
+            if chosen is not None:
+                sslobj.context = chosen
+                return
         chosen = exact.get(name)
         if chosen is None:
             _, _, parent = name.partition(".")

@@ -381,6 +381,17 @@ TABLE: tuple[Annotation, ...] = (
     ),
     # ---- wslb's own
     Annotation(
+        WSLB + "acme",
+        "Ingress",
+        "supported",
+        parse_bool,
+        "false",
+        "The hosts of the Ingress's `tls` entries (of its rules when it has none) get "
+        "certificates from ACME (Let's Encrypt unless `--acme-directory` says otherwise), "
+        "named by the entry's `secretName`; a `tls` entry whose Secret is missing gets one "
+        "too when `--acme-email` or `--acme-directory` is given (docs/acme.md).",
+    ),
+    Annotation(
         WSLB + "engineio-affinity",
         "Ingress",
         "supported",

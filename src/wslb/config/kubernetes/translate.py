@@ -30,6 +30,8 @@ from wslb.config.kubernetes.annotations import DO, NGINX, WSLB, AnnotationError
 from wslb.config.kubernetes.objects import KObject
 from wslb.config.kubernetes.snippet import SnippetError, parse_snippet
 from wslb.config.model import (
+    AcmeCertificateSpec,
+    AcmeSpec,
     AdmissionSpec,
     BackendSpec,
     CertificateSpec,
@@ -64,6 +66,9 @@ class ManifestOptions:
     dns_suffix: str = "svc.cluster.local"
     bind_address: str = "0.0.0.0"
     secret: str | None = None
+    #: AcmeSpec fields (directory, email, storage, ...) from --acme-*: hosts whose TLS Secret
+    #: is missing get certificates from ACME; None: only Ingresses annotated wslb.io/acme do
+    acme: dict[str, Any] | None = None
 
 
 # ingress-nginx backend-protocol -> wslb backend protocol (gRPC is HTTP/2: h2c, or with TLS)
@@ -100,6 +105,7 @@ class Translator:
         self.backends: dict[str, _Backend] = {}
         self.routes: list[RouteSpec] = []
         self.sni: list[CertificateSpec] = []
+        self.acme_certs: list[AcmeCertificateSpec] = []
         self.tls_hosts: set[str] = set()
         self.ingress_hosts: list[str] = []
         self._parsed: dict[tuple[int, str], Any] = {}
@@ -166,12 +172,16 @@ class Translator:
         self._warn_socketio()
         if any(i.severity == "error" for i in self.issues):
             return None
+        acme = None
+        if self.acme_certs:
+            acme = AcmeSpec(**(self.opt.acme or {}), certificates=tuple(self.acme_certs))
         try:
             return Config(
                 server=ServerSpec(secret=self.opt.secret),
                 listeners=tuple(listeners),
                 backends=tuple(b for b in backends if b is not None),
                 routes=tuple(self.routes),
+                acme=acme,
             )
         except ValidationError as exc:
             for err in exc.errors():
@@ -240,15 +250,37 @@ class Translator:
                 kind = "exact" if ptype == "Exact" else "prefix"
                 self._add_route(ing, path, base, host, p.get("path") or "/", kind, name, tls_hosts)
 
+    def _acme(self, obj: KObject, path: tuple[str | int, ...], name: str, hosts: list[str]) -> None:
+        """Hosts that get a certificate from ACME, under a name kept across renewals."""
+        if not hosts:
+            self.warn(obj, path, "no hosts to ask ACME a certificate for")
+            return
+        try:
+            self.acme_certs.append(AcmeCertificateSpec(name=name, hosts=tuple(sorted(hosts))))
+        except ValidationError as exc:
+            self.error(obj, path, _msg(exc.errors()[0]))
+
     def _ingress_tls(self, ing: KObject) -> set[str]:
         hosts: set[str] = set()
-        for i, entry in enumerate(ing.get("spec", "tls") or []):
+        entries = ing.get("spec", "tls") or []
+        by_annotation = self.annotation(ing, WSLB + "acme") is True
+        if by_annotation and not entries:
+            rule_hosts = sorted(
+                {str(r["host"]).lower() for r in ing.get("spec", "rules") or [] if r.get("host")}
+            )
+            self._acme(ing, ("metadata", "annotations", WSLB + "acme"), ing.name, rule_hosts)
+            hosts.update(rule_hosts)
+        for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 continue
             entry_hosts = [str(h).lower() for h in entry.get("hosts") or []]
             hosts.update(entry_hosts)
             secret = entry.get("secretName")
             path = ("spec", "tls", i)
+            missing = not secret or f"{ing.namespace}/{secret}" not in self.secrets
+            if by_annotation or (missing and self.opt.acme is not None):
+                self._acme(ing, path, secret or f"{ing.name}-{i}", entry_hosts)
+                continue
             if not secret:
                 self.warn(
                     ing, path, "tls entry without secretName: the default certificate serves it"
@@ -841,7 +873,7 @@ class Translator:
         tls = None
         if protocol == "https":
             certs = [c for c in (cert, *self.sni) if c is not None]
-            tls = ListenerTLSSpec(certificates=tuple(certs))
+            tls = ListenerTLSSpec(certificates=tuple(certs), acme=bool(self.acme_certs))
         return ListenerSpec(
             name=name,
             address=self.opt.bind_address,
@@ -869,6 +901,12 @@ class Translator:
                     self.error(lb, ("metadata", "annotations", key), str(exc))
                     return None
                 return spec
+        if self.opt.acme is not None:
+            # DigitalOcean's Let's Encrypt certificates: one name, every host, renewed under it
+            hosts = sorted(set(self.ingress_hosts))
+            self._acme(lb, ("metadata", "annotations", key), str(ident), hosts)
+            if hosts:
+                return None
         self.warn(
             lb,
             ("metadata", "annotations", key),

@@ -1,0 +1,171 @@
+"""ACME storage: one directory, shared by every worker (and by replicas on a shared volume).
+
+    account.json            the account's URL and key (JWK), 0600
+    certificates/NAME/      fullchain.pem, key.pem (0600), hosts.json
+    challenges/http-01/TOKEN           key authorization of a pending HTTP-01 challenge
+    challenges/tls-alpn-01/HOST.pem    validation certificate and key of a pending TLS-ALPN-01
+    locks/NAME.lock         held (flock) by the one process ordering NAME
+
+Files are written to a temporary name and renamed, so a reader sees a whole file or the old
+one. Orders are serialised by ``flock`` on the certificate's lock file: the process holding it
+orders, the others wait for the result to appear (no duplicate orders; a lock dies with its
+process, so a crashed worker never blocks the others).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+_SAFE = re.compile(r"^[A-Za-z0-9._*-]{1,200}$")
+
+
+def _safe(name: str) -> str:
+    """A name usable as one path component (hosts, certificate names, tokens)."""
+    if not _SAFE.match(name) or name in (".", ".."):
+        raise ValueError(f"{name!r} cannot name a file")
+    return name.replace("*", "_wildcard_")
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    fullchain_pem: bytes
+    key_pem: bytes
+    hosts: tuple[str, ...]
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    serial: int
+    stamp: float  # mtime of the chain file: changes with every new certificate
+
+    def renew_at(self, fraction: float) -> datetime.datetime:
+        """When to renew: ``fraction`` of the lifetime before it ends."""
+        return self.not_after - (self.not_after - self.not_before) * fraction
+
+
+class Storage:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def prepare(self) -> None:
+        for sub in ("certificates", "challenges/http-01", "challenges/tls-alpn-01", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    # ---- files
+    def _write(self, path: Path, data: bytes, mode: int = 0o600) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    # ---- account
+    def load_account(self) -> dict[str, str] | None:
+        try:
+            data: dict[str, str] = json.loads((self.root / "account.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def save_account(self, directory: str, uri: str, key_json: str) -> None:
+        doc = {"directory": directory, "uri": uri, "key": key_json}
+        self._write(self.root / "account.json", json.dumps(doc).encode())
+
+    # ---- certificates
+    def _cert_dir(self, name: str) -> Path:
+        return self.root / "certificates" / _safe(name)
+
+    def load_certificate(self, name: str) -> StoredCertificate | None:
+        d = self._cert_dir(name)
+        try:
+            chain = (d / "fullchain.pem").read_bytes()
+            stamp = (d / "fullchain.pem").stat().st_mtime
+            key = (d / "key.pem").read_bytes()
+            hosts = tuple(json.loads((d / "hosts.json").read_text()))
+            leaf = x509.load_pem_x509_certificates(chain)[0]
+        except (OSError, ValueError):
+            return None
+        return StoredCertificate(
+            chain,
+            key,
+            hosts,
+            leaf.not_valid_before_utc,
+            leaf.not_valid_after_utc,
+            leaf.serial_number,
+            stamp,
+        )
+
+    def save_certificate(
+        self, name: str, hosts: tuple[str, ...], fullchain_pem: bytes, key_pem: bytes
+    ) -> None:
+        d = self._cert_dir(name)
+        self._write(d / "key.pem", key_pem)
+        self._write(d / "hosts.json", json.dumps(list(hosts)).encode())
+        self._write(d / "fullchain.pem", fullchain_pem)  # last: its mtime marks a new one
+
+    # ---- challenges
+    def put_http01(self, token: str, key_authorization: str) -> None:
+        self._write(self.root / "challenges" / "http-01" / _safe(token), key_authorization.encode())
+
+    def http01(self, token: str) -> bytes | None:
+        try:
+            return (self.root / "challenges" / "http-01" / _safe(token)).read_bytes()
+        except (OSError, ValueError):
+            return None
+
+    def drop_http01(self, token: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            (self.root / "challenges" / "http-01" / _safe(token)).unlink()
+
+    def tls_alpn01_path(self, host: str) -> Path:
+        return self.root / "challenges" / "tls-alpn-01" / (_safe(host) + ".pem")
+
+    def put_tls_alpn01(self, host: str, pem: bytes) -> None:
+        self._write(self.tls_alpn01_path(host), pem)
+
+    def drop_tls_alpn01(self, host: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.tls_alpn01_path(host).unlink()
+
+    # ---- locks
+    @contextlib.contextmanager
+    def account_lock(self) -> Iterator[None]:
+        """Held while the account is read or made (waits for another process making it)."""
+        fd = os.open(self.root / "locks" / "account.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def order_lock(self, name: str) -> Iterator[bool]:
+        """Yields True while this process holds ``name``'s order lock, False when another
+        process holds it (never waits)."""
+        path = self.root / "locks" / (_safe(name) + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
