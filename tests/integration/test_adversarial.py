@@ -173,6 +173,7 @@ CASES = [
     Case("host-8bit", b"GET / HTTP/1.1\r\nHost: \xc3\xa9.example\r\n\r\n", [400], 0),
     Case("host-ipv6-ok", b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", [200], 1),
     Case("host-port-ok", b"GET / HTTP/1.1\r\nHost: a:80\r\n\r\n", [200], 1),
+    Case("host-trailing-ows-ok", b"GET / HTTP/1.1\r\nHost: a \t\r\n\r\n", [200], 1),
     # ---- request line, methods, versions (RFC 9112 2.3, 3)
     Case("http09", b"GET /\r\n\r\n", [505], 0),
     Case("http2-text", b"GET / HTTP/2.0\r\n" + H + b"\r\n", [505], 0),
@@ -184,6 +185,13 @@ CASES = [
     Case("rtsp-method-over-http", b"DESCRIBE / HTTP/1.1\r\n" + H + b"\r\n", [400], 0),
     Case("ice-source", b"SOURCE / ICE/1.0\r\n" + H + b"\r\n", [400], 0),
     Case("http10-ok", b"GET / HTTP/1.0\r\n" + H + b"\r\n", [200], 1),
+    Case("rtsp-11", b"GET / RTSP/1.1\r\n" + H + b"\r\n", [400], 0),
+    Case(
+        "rtsp-pipelined",
+        b"GET / HTTP/1.1\r\n" + H + b"\r\nGET / RTSP/1.0\r\n" + H + b"\r\n",
+        [200, 400],
+        1,
+    ),
     Case("version-lowercase", b"GET / http/1.1\r\n" + H + b"\r\n", [400], 0),
     Case("version-no-dot", b"GET / HTTP/11\r\n" + H + b"\r\n", [400], 0),
     Case("method-not-a-token", b"G(T / HTTP/1.1\r\n" + H + b"\r\n", [400], 0),
@@ -200,6 +208,7 @@ CASES = [
         "connect", b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", [400], 0
     ),
     Case("absolute-form", b"GET http://evil.example/x HTTP/1.1\r\n" + H + b"\r\n", [200], 1),
+    Case("absolute-form-ipv6", b"GET http://[::1]:8080/x HTTP/1.1\r\n" + H + b"\r\n", [200], 1),
     Case(
         "absolute-form-https-port",
         b"GET https://evil.example:8443/x?y=1 HTTP/1.1\r\n" + H + b"\r\n",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from wslb.config.certs import self_signed
 from wslb.config.kubernetes.annotations import DO, NGINX, TABLE, WSLB
 from wslb.config.kubernetes.docs import render_markdown
 from wslb.config.kubernetes.objects import load_objects
@@ -265,7 +266,7 @@ CASES: dict[str, tuple[str, dict[str, str], Check]] = {
             lambda c: (
                 c.acme is not None
                 and [(x.key, x.hosts) for x in c.acme.certificates]
-                == [("web", ("app.example.com",))]
+                == [("app.web", ("app.example.com",))]
             )
         ),
     ),
@@ -668,7 +669,7 @@ def test_acme_for_tls_entries_whose_secret_is_missing(tmp_path: Path) -> None:
     config, issues = run(tmp_path, [_tls_ingress()], acme=acme)
     assert config is not None and config.acme is not None, issues
     (cert,) = config.acme.certificates
-    assert cert.key == "app-tls" and cert.hosts == ("app.example.com",)
+    assert cert.key == "app.app-tls" and cert.hosts == ("app.example.com",)  # namespace.secret
     assert config.acme.email == "ops@example.com"
     tls_listeners = [lst for lst in config.listeners if lst.tls is not None]
     assert tls_listeners and all(lst.tls.acme for lst in tls_listeners if lst.tls)
@@ -680,13 +681,41 @@ def test_acme_for_tls_entries_whose_secret_is_missing(tmp_path: Path) -> None:
 def test_acme_annotation_and_do_certificate_name(tmp_path: Path) -> None:
     config, issues = run(tmp_path, [_tls_ingress({WSLB + "acme": "true"})])
     assert config is not None and config.acme is not None, issues
-    assert [c.key for c in config.acme.certificates] == ["app-tls"]
+    assert [c.key for c in config.acme.certificates] == ["app.app-tls"]
     assert config.acme.directory.startswith("https://acme-v02.api.letsencrypt.org")
     # DigitalOcean's certificate-name: one certificate, named so, for every host
     acme = {"directory": "https://ca.example/dir", "storage": str(tmp_path / "acme")}
-    svc = lb_service({DO + "certificate-name": "edge-cert", DO + "protocol": "https"})
+    svc = lb_service({DO + "certificate-name": "Edge cert", DO + "protocol": "http"})
     config, issues = run(tmp_path, [ingress(), svc], acme=acme)
     assert config is not None and config.acme is not None, issues
     assert [(c.key, c.hosts) for c in config.acme.certificates] == [
-        ("edge-cert", ("app.example.com",))
+        ("Edge cert", ("app.example.com",))
+    ]
+    # the ACME certificate counts as a certificate: 443 is TLS, as with an uploaded one
+    (https,) = [lst for lst in config.listeners if lst.port == 443]
+    assert https.protocol == "https" and https.tls is not None and https.tls.acme
+
+
+def test_acme_names_become_safe_file_names_and_secrets_named_twice_merge(tmp_path: Path) -> None:
+    from wslb.acme.storage import Storage
+
+    storage = Storage(str(tmp_path / "acme"))
+    storage.prepare()
+    chain, key = self_signed(["a.example"])
+    for name in ("Edge cert", "../../etc", "x" * 300):
+        storage.save_certificate(name, ("a.example",), chain.encode(), key.encode())
+        got = storage.load_certificate(name)
+        assert got is not None and got.hosts == ("a.example",)
+    assert all(
+        p.parent == tmp_path / "acme" / "certificates" for p in storage.root.glob("certificates/*")
+    )
+    # two Ingresses with the same Secret name in one namespace: one certificate, both hosts
+    one, two = _tls_ingress(), _tls_ingress()
+    two["metadata"]["name"] = "web2"
+    two["spec"]["tls"][0]["hosts"] = ["other.example.com"]
+    acme = {"email": "ops@example.com", "storage": str(tmp_path / "acme")}
+    config, issues = run(tmp_path, [one, two], acme=acme)
+    assert config is not None and config.acme is not None, issues
+    assert [(c.key, c.hosts) for c in config.acme.certificates] == [
+        ("app.app-tls", ("app.example.com", "other.example.com"))
     ]

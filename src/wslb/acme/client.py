@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +25,7 @@ from wslb.config.model import AcmeSpec
 
 log = logging.getLogger("wslb.acme")
 USER_AGENT = "wslb"
+HOOK_DELAY = 1.0  # seconds: 4 times every worker's poll for pending TLS-ALPN-01 challenges
 
 
 class OrderFailed(Exception):
@@ -106,6 +108,9 @@ def order(spec: AcmeSpec, storage: Storage, hosts: tuple[str, ...]) -> tuple[byt
             else:
                 ka = chall.key_authorization(account_key)
                 storage.put_tls_alpn01(host, validation_certificate(host, ka))
+                if not alpn_hosts:
+                    # every worker polls for pending challenges to hook its TLS listeners
+                    time.sleep(HOOK_DELAY)
                 alpn_hosts.append(host)
             acme.answer_challenge(challb, chall.response(account_key))
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=spec.order_timeout)

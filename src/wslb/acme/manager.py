@@ -14,9 +14,12 @@ Until a host has a certificate a self-signed one serves it, as before ACME.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import ssl
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,7 +29,9 @@ from wslb.acme.storage import Storage, StoredCertificate
 from wslb.config.model import AcmeCertificateSpec, AcmeSpec
 
 log = logging.getLogger("wslb.acme")
+_CLIENT_HELLO = ssl._TLSMessageType.CLIENT_HELLO  # type: ignore[attr-defined]
 WAIT_FOR_OTHER = 2.0  # seconds between looks at the storage while another process orders
+HOOK_POLL = 0.25  # seconds between looks for pending TLS-ALPN-01 challenges
 
 ContextFactory = Callable[[bytes, bytes, tuple[str, ...]], ssl.SSLContext]
 
@@ -47,6 +52,8 @@ class AcmeManager:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.on_event = on_event  # (certificate, kind, result): counted in /metrics
         self._challenge_contexts: dict[str, tuple[float, ssl.SSLContext]] = {}
+        self._hello_contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+        self._hooked = False
         self._index()
 
     def _index(self) -> None:
@@ -109,18 +116,27 @@ class AcmeManager:
         self._challenge_contexts[host] = (stamp, ctx)
         return ctx
 
-    @staticmethod
-    def watch_hellos(ctx: ssl.SSLContext) -> None:
-        """Mark the handshakes whose ClientHello offers acme-tls/1 (before SNI is handled)."""
+    def watch_hellos(self, ctx: ssl.SSLContext) -> None:
+        """A listener context whose handshakes are checked for acme-tls/1 while a TLS-ALPN-01
+        challenge is pending (the hook costs a Python call per TLS record, so it is installed
+        only then: ``_hook_challenges``)."""
+        self._hello_contexts.add(ctx)
+        if self._hooked:
+            ctx._msg_callback = _seen_hello  # type: ignore[attr-defined]
 
-        def seen(
-            conn: object, direction: str, _v: object, _ct: object, mt: object, data: bytes
-        ) -> None:
-            hello = ssl._TLSMessageType.CLIENT_HELLO  # type: ignore[attr-defined]
-            if direction == "read" and mt == hello and offers_acme_tls(data):
-                conn._wslb_acme_tls = True  # type: ignore[attr-defined]
+    def _set_hook(self, on: bool) -> None:
+        if on == self._hooked:
+            return
+        self._hooked = on
+        for ctx in list(self._hello_contexts):
+            ctx._msg_callback = _seen_hello if on else None  # type: ignore[attr-defined]
 
-        ctx._msg_callback = seen  # type: ignore[attr-defined]
+    async def _hook_challenges(self) -> None:
+        """Every worker installs the hook while any process has a TLS-ALPN-01 challenge
+        pending in the storage (the ordering process waits HOOK_DELAY before answering)."""
+        while True:
+            self._set_hook(self.storage.tls_alpn01_pending())
+            await asyncio.sleep(HOOK_POLL)
 
     @staticmethod
     def asks_for_challenge(conn: object) -> bool:
@@ -142,13 +158,15 @@ class AcmeManager:
         for name, spec in self.certs.items():
             if name not in self.tasks:
                 self.tasks[name] = loop.create_task(self._keep(spec))
+        if "" not in self.tasks:
+            self.tasks[""] = loop.create_task(self._hook_challenges())
 
     def update(self, spec: AcmeSpec, loop: asyncio.AbstractEventLoop) -> None:
         """A reload: certificates added start, removed ones stop being served."""
         self.spec = spec
         self.storage = Storage(spec.storage)
         certs = {c.key: c for c in spec.all_certificates()}
-        for name in set(self.certs) - set(certs):
+        for name in set(self.certs) - set(certs) - {""}:
             task = self.tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -168,52 +186,82 @@ class AcmeManager:
         self.tasks.clear()
 
     def _due(self, name: str, spec: AcmeCertificateSpec) -> float:
-        """Seconds until ``name`` needs a new certificate (0: now)."""
+        """Seconds until ``name`` needs an order (0: now): when it has no certificate, or a
+        third of its life is left, and no failed attempt asked to wait (any process's)."""
         stored = self.storage.load_certificate(name)
-        if stored is None or not set(spec.hosts) <= set(stored.hosts):
-            return 0.0
-        self._serve(name, stored)
-        now = datetime.datetime.now(datetime.UTC)
-        return max(0.0, (stored.renew_at(self.spec.renew_fraction) - now).total_seconds())
+        due = 0.0
+        if stored is not None and set(spec.hosts) <= set(stored.hosts):
+            self._serve(name, stored)
+            now = datetime.datetime.now(datetime.UTC)
+            due = max(0.0, (stored.renew_at(self.spec.renew_fraction) - now).total_seconds())
+        retry = self.storage.retry_state(name)
+        if due == 0 and retry is not None:
+            due = max(0.0, retry[0] - time.time())
+        return due
 
     async def _keep(self, spec: AcmeCertificateSpec) -> None:
         name = spec.key
-        retry = self.spec.retry_first
         while True:
-            due = self._due(name, spec)
-            if due > 0:
-                await asyncio.sleep(min(due, self.spec.check_interval))
-                continue
-            renewal = name in self.served
-            with self.storage.order_lock(name) as mine:
-                if mine and self._due(name, spec) == 0:  # not done by another meanwhile
-                    try:
-                        await self._order(name, spec, renewal)
-                        retry = self.spec.retry_first
-                        continue
-                    except Exception as exc:
-                        # Anything the CA, the network or the acme package raises: say it,
-                        # keep what serves, try again later.
-                        self._event(name, "renewal" if renewal else "order", "failed")
-                        log.warning(
-                            "ACME %s of %s failed: %s; retry in %gs",
-                            "renewal" if renewal else "order",
-                            name,
-                            str(exc) or type(exc).__name__,
-                            retry,
-                        )
-                        wait = retry
-                        retry = min(retry * 2, self.spec.retry_max)
-                else:
-                    wait = WAIT_FOR_OTHER  # another process orders: its result will appear
+            try:
+                wait = await self._step(name, spec)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the storage failing (permissions, disk full): go on
+                log.warning("ACME %s: %s; trying again in %gs", name, exc, self.spec.retry_first)
+                wait = self.spec.retry_first
             await asyncio.sleep(wait)
 
-    async def _order(self, name: str, spec: AcmeCertificateSpec, renewal: bool) -> None:
+    async def _step(self, name: str, spec: AcmeCertificateSpec) -> float:
+        """Order when due and this process holds the lock; the seconds to wait next."""
+        due = self._due(name, spec)
+        if due > 0:
+            return min(due, self.spec.check_interval)
+        renewal = name in self.served
         kind = "renewal" if renewal else "order"
+        with self.storage.order_lock(name) as mine:
+            if not mine:
+                return WAIT_FOR_OTHER  # another process orders: its result will appear
+            if self._due(name, spec) > 0:  # done (or failed and waiting) meanwhile
+                return 0.0
+            try:
+                await self._order(name, spec, kind)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # whatever the CA, the network or the acme package raise: said, counted, and
+                # retried with a backoff every process honours; what serves keeps serving
+                last = self.storage.retry_state(name)
+                delay = self.spec.retry_first
+                if last is not None:
+                    delay = min(last[1] * 2, self.spec.retry_max)
+                self.storage.set_retry(name, time.time() + delay, delay)
+                self._event(name, kind, "failed")
+                log.warning(
+                    "ACME %s of %s failed: %s; retry in %gs",
+                    kind,
+                    name,
+                    str(exc) or type(exc).__name__,
+                    delay,
+                )
+                return delay
+            self.storage.clear_retry(name)
+            return 0.0
+
+    async def _order(self, name: str, spec: AcmeCertificateSpec, kind: str) -> None:
         log.info(
             "ACME %s of %s for %s at %s", kind, name, ", ".join(spec.hosts), self.spec.directory
         )
-        chain, key = await asyncio.to_thread(client.order, self.spec, self.storage, spec.hosts)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, client.order, self.spec, self.storage, spec.hosts)
+        try:
+            chain, key = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # A reload or a shutdown: the order goes on in its thread. Keep the lock until it
+            # ends (so that no other process starts a second one) and keep what it gets.
+            with contextlib.suppress(Exception):
+                chain, key = await asyncio.wait_for(future, self.spec.order_timeout + 30)
+                self.storage.save_certificate(name, spec.hosts, chain, key)
+            raise
         self.storage.save_certificate(name, spec.hosts, chain, key)
         self._event(name, kind, "ok")
         stored = self.storage.load_certificate(name)
@@ -223,3 +271,12 @@ class AcmeManager:
     def _event(self, name: str, kind: str, result: str) -> None:
         if self.on_event is not None:
             self.on_event(name, kind, result)
+
+
+def _seen_hello(
+    conn: object, direction: str, _v: object, _ct: object, mt: object, data: bytes
+) -> None:
+    """SSLContext._msg_callback: mark a handshake whose ClientHello offers acme-tls/1 (called
+    before the SNI callback picks a certificate)."""
+    if direction == "read" and mt == _CLIENT_HELLO and offers_acme_tls(data):
+        conn._wslb_acme_tls = True  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -27,14 +28,23 @@ from pathlib import Path
 
 from cryptography import x509
 
-_SAFE = re.compile(r"^[A-Za-z0-9._*-]{1,200}$")
+_SAFE = re.compile(r"^[A-Za-z0-9._*-]{1,255}$")
 
 
 def _safe(name: str) -> str:
-    """A name usable as one path component (hosts, certificate names, tokens)."""
+    """A host or a token as one path component (refused when it cannot be one)."""
     if not _SAFE.match(name) or name in (".", ".."):
         raise ValueError(f"{name!r} cannot name a file")
     return name.replace("*", "_wildcard_")
+
+
+def _file_name(name: str) -> str:
+    """Any certificate name as one path component: itself when it can be, else a readable
+    form plus a hash of the name (so two names never share a directory)."""
+    if _SAFE.match(name) and name not in (".", "..") and len(name) <= 100:
+        return name.replace("*", "_wildcard_")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:60] or "certificate"
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
@@ -86,17 +96,17 @@ class Storage:
 
     # ---- certificates
     def _cert_dir(self, name: str) -> Path:
-        return self.root / "certificates" / _safe(name)
+        return self.root / "certificates" / _file_name(name)
 
     def load_certificate(self, name: str) -> StoredCertificate | None:
-        d = self._cert_dir(name)
         try:
+            d = self._cert_dir(name)
             chain = (d / "fullchain.pem").read_bytes()
             stamp = (d / "fullchain.pem").stat().st_mtime
             key = (d / "key.pem").read_bytes()
-            hosts = tuple(json.loads((d / "hosts.json").read_text()))
+            hosts = tuple(str(h) for h in json.loads((d / "hosts.json").read_text()))
             leaf = x509.load_pem_x509_certificates(chain)[0]
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError, IndexError):
             return None
         return StoredCertificate(
             chain,
@@ -115,6 +125,32 @@ class Storage:
         self._write(d / "key.pem", key_pem)
         self._write(d / "hosts.json", json.dumps(list(hosts)).encode())
         self._write(d / "fullchain.pem", fullchain_pem)  # last: its mtime marks a new one
+
+    # ---- backoff after a failure, shared by every process
+    def retry_state(self, name: str) -> tuple[float, float] | None:
+        """(time of the next attempt, the delay that led to it) after a failed order."""
+        try:
+            data = json.loads((self._cert_dir(name) / "retry.json").read_text())
+            return float(data["at"]), float(data["delay"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def set_retry(self, name: str, at: float, delay: float) -> None:
+        self._write(
+            self._cert_dir(name) / "retry.json", json.dumps({"at": at, "delay": delay}).encode()
+        )
+
+    def clear_retry(self, name: str) -> None:
+        with contextlib.suppress(OSError):
+            (self._cert_dir(name) / "retry.json").unlink()
+
+    def tls_alpn01_pending(self) -> bool:
+        try:
+            return any(
+                p.suffix == ".pem" for p in (self.root / "challenges" / "tls-alpn-01").iterdir()
+            )
+        except OSError:
+            return False
 
     # ---- challenges
     def put_http01(self, token: str, key_authorization: str) -> None:
@@ -155,7 +191,7 @@ class Storage:
     def order_lock(self, name: str) -> Iterator[bool]:
         """Yields True while this process holds ``name``'s order lock, False when another
         process holds it (never waits)."""
-        path = self.root / "locks" / (_safe(name) + ".lock")
+        path = self.root / "locks" / (_file_name(name) + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:

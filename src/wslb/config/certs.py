@@ -72,7 +72,7 @@ def load_pair(spec: CertificateSpec) -> CertificatePair:
 def self_signed(hosts: list[str], days: int = 365) -> tuple[str, str]:
     """A self-signed certificate (ECDSA P-256) for ``hosts``: (chain PEM, key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    names = hosts or ["localhost"]
+    names = [h for h in hosts if h and h.isascii()] or ["localhost"]  # manifests may hold ""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])])
     now = datetime.datetime.now(datetime.UTC)
     san: list[x509.GeneralName] = []

@@ -567,7 +567,7 @@ class AcmeCertificateSpec(Spec):
         return self.name or self.hosts[0]
 
 
-_ACME_HOST = re.compile(r"(\*\.)?([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}")
+_ACME_HOST = re.compile(r"(?=.{1,253}$)(\*\.)?([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}")
 
 
 class AcmeSpec(Spec):
@@ -594,6 +594,14 @@ class AcmeSpec(Spec):
 
     def all_certificates(self) -> tuple[AcmeCertificateSpec, ...]:
         return tuple(AcmeCertificateSpec(hosts=(h,)) for h in self.hosts) + self.certificates
+
+    @model_validator(mode="after")
+    def _unique(self) -> AcmeSpec:
+        names = [c.key for c in self.all_certificates()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"certificate names used twice: {', '.join(twice)}")
+        return self
 
 
 class Config(Spec):

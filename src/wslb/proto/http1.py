@@ -76,6 +76,7 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; nothing else may name the host that
 # routing (and the endpoint) sees. An empty Host is valid (RFC 9112 3.2).
+_VERSION_LINE = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
 _HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
@@ -190,20 +191,24 @@ class RequestParser:
     __slots__ = (
         "_chunk",
         "_chunk_len",
+        "_done",
+        "_end",
         "_forward",
+        "_fresh",
         "_head",
         "_head_chunks",
         "_headers",
+        "_line_from",
         "_max_header_size",
         "_max_headers",
         "_max_uri_size",
         "_parser",
         "_raw_bytes",
+        "_scan_pos",
         "_sink",
         "_url",
         "in_head",
         "on_body",
-        "on_message_complete",
     )
 
     def __init__(
@@ -217,7 +222,7 @@ class RequestParser:
         self._sink = sink
         # Bodies and ends go straight to the sink: httptools looks these up once, here.
         self.on_body = sink.on_request_body
-        self.on_message_complete = sink.on_request_end
+        self._end = sink.on_request_end
         #: True while a request head has started and is not complete
         self.in_head = False
         self._max_uri_size = max_uri_size
@@ -229,19 +234,29 @@ class RequestParser:
         self._forward = self._head.forward
         self._url = b""
         self._raw_bytes = 0
-        self._chunk = b""
+        self._chunk = b""  # the read being parsed (only during feed)
         self._chunk_len = 0
-        #: the fed pieces the current head began in and arrived in
+        #: the reads the current head began in and arrived in, to check its request line
         self._head_chunks: list[bytes] = []
+        self._done = True  # the last message is complete: the next one starts a new read...
+        self._fresh = True  # ...so the first message beginning in this read begins at its start
+        self._line_from = -1  # where to look for a pipelined request's line (-1: first line)
+        self._scan_pos = 0  # where in the current read the last request line ended
 
     def release(self) -> None:
         """The connection is over: drop the references that make a cycle with the sink (and
-        with httptools' parser), so that reference counting frees it all at once."""
-        del self._parser, self.on_body, self.on_message_complete, self._sink
+        with httptools' parser), so that reference counting frees it all at once. Once only
+        matters; calling it again does nothing."""
+        for name in ("_parser", "on_body", "_end", "_sink"):
+            if hasattr(self, name):
+                delattr(self, name)
+        self._head_chunks = []
 
     def feed(self, data: bytes) -> int | None:
         self._chunk = data
         self._chunk_len = len(data)
+        self._fresh = self._done
+        self._scan_pos = 0
         if self.in_head:
             self._head_chunks.append(data)
         try:
@@ -268,6 +283,7 @@ class RequestParser:
             self._raw_bytes += len(data)
             if self._raw_bytes > self._max_uri_size + self._max_header_size + 1024:
                 raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
+        self._chunk = b""  # an idle connection keeps no read alive
         return None
 
     # ---- httptools callbacks (kept lean: they run for every request and every header)
@@ -279,6 +295,11 @@ class RequestParser:
         self.in_head = True
         self._raw_bytes = 0
         self._head_chunks = [self._chunk]
+        self._done = False
+        # A message that begins in a fresh read begins at its start; one that follows another
+        # in the same read begins somewhere after the last request line found there.
+        self._line_from = -1 if self._fresh else self._scan_pos
+        self._fresh = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -295,6 +316,7 @@ class RequestParser:
         if kind == _HOST:
             if head.host is not None:
                 raise BadRequest("duplicate Host header")
+            value = value.rstrip(b" \t")  # trailing OWS is not part of a value (RFC 9110 5.5)
             head.host = value.decode("latin-1")
             self._forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _CONTENT_LENGTH:
@@ -331,13 +353,33 @@ class RequestParser:
             if size > self._max_header_size:
                 raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
 
-    def _check_http10_line(self) -> None:
-        """llhttp reads ``RTSP/1.0`` and ``ICE/1.0`` request lines as version 1.0 too: a 1.0
-        request is HTTP only if its request line ends in exactly `` HTTP/1.0``."""
+    def on_message_complete(self) -> None:
+        self._done = True
+        self._end()
+
+    def _check_request_line(self, version: str) -> None:
+        """llhttp also parses ``RTSP/x.y`` and ``ICE/x.y`` request lines (as that version): a
+        request is HTTP only if its request line ends in `` HTTP/x.y``. The line is the first
+        of a read when the request begins one (the common case, checked exactly); a request
+        pipelined after another in the same read is found after the line before it."""
         chunks = self._head_chunks
         self._head_chunks = []
-        if self._url + b" HTTP/1.0\r\n" not in b"".join(chunks):
-            raise BadRequest("not an HTTP request line (RTSP or ICE?)")
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        tail = _VERSION_LINE[version]
+        if self._line_from < 0:
+            start = 0
+            while buf.startswith(b"\r\n", start):  # empty lines before a request are allowed
+                start += 2
+            end = buf.find(b"\r\n", start) + 2
+            ok = end - len(tail) >= start and buf.startswith(tail, end - len(tail))
+        else:
+            at = buf.find(self._url + tail, self._line_from)
+            ok = at >= 0
+            end = at + len(self._url) + len(tail)
+        if not ok:
+            raise BadRequest(f"not an HTTP/{version} request line (RTSP or ICE?)")
+        # where the next pipelined request line may start, in the read being parsed
+        self._scan_pos = max(0, end - (len(buf) - len(chunks[-1])))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -346,10 +388,9 @@ class RequestParser:
         head = self._head
         head.method = p.get_method()
         head.version = p.get_http_version()
-        if head.version != "1.1":
-            if head.version != "1.0":
-                raise VersionNotSupported(f"HTTP/{head.version}")
-            self._check_http10_line()
+        if head.version != "1.1" and head.version != "1.0":
+            raise VersionNotSupported(f"HTTP/{head.version}")
+        self._check_request_line(head.version)
         head.keep_alive = p.should_keep_alive()
         if head.upgrade is not None and not p.should_upgrade():
             head.upgrade = None
@@ -371,7 +412,8 @@ class RequestParser:
             if url.host:
                 # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host, for
                 # routing and for the endpoint alike (they must agree on the host).
-                authority = url.host + (b":%d" % url.port if url.port else b"")
+                host = b"[" + url.host + b"]" if b":" in url.host else url.host  # IPv6
+                authority = host + (b":%d" % url.port if url.port else b"")
                 head.host = authority.decode("latin-1")
                 forward = [ln for ln in head.forward if ln[:5].lower() != b"host:"]
                 forward.insert(0, b"Host: " + authority + b"\r\n")
@@ -406,8 +448,11 @@ class ResponseParser:
         self._head = self._fields = ResponseHead()
 
     def release(self) -> None:
-        """The connection is over: break the cycles with the sink and httptools' parser."""
-        del self._parser, self.sink
+        """The connection is over: break the cycles with the sink and httptools' parser (once;
+        again does nothing)."""
+        for name in ("_parser", "sink"):
+            if hasattr(self, name):
+                delattr(self, name)
 
     @property
     def head(self) -> ResponseHead:

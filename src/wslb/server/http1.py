@@ -413,14 +413,21 @@ class DownstreamHTTP(asyncio.Protocol):
 
     # ------------------------------------------------------------------ errors, upgrades
     def _parse_failed(self, exc: HTTPError) -> None:
-        """The parser refused the bytes: answer in order, then close."""
+        """The parser refused the bytes: answer the requests before them in order, then the
+        error, then close."""
+        if self.paused & P_DONE and not self.closing:
+            return  # already failed: the error is queued
         self.pause(P_DONE)
-        self.closing = True
         ex = self.receiving
         if ex is not None and not ex.req_done:
+            self.closing = True
             self.receiving = None
             ex.fail(exc)
             return
+        if not self.queue:
+            self.closing = True
+        # else the requests before it are answered as usual (keep-alive); the error's own
+        # answer closes the connection
         self._queue_error(exc)
 
     def _new_parser(self) -> RequestParser:
@@ -477,6 +484,15 @@ class DownstreamHTTP(asyncio.Protocol):
         self.upgrading = None
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
+        if self.transport.is_closing() or up.transport.is_closing():
+            # A side went away as the 101 came. Over TLS its connection_lost is already on
+            # its way to the protocol it had: relays would never hear of it. No tunnel; each
+            # connection ends as itself (this one's connection_lost gives its place back).
+            self.out.flush()
+            up.transport.close()
+            self.transport.close()
+            tunnel.abandon("closed before the tunnel started")
+            return
         client_bytes = b"".join(self.tail)
         self.tail = []
         if self.slot is not None:  # the tunnel holds the connection's place now
@@ -494,6 +510,7 @@ class DownstreamHTTP(asyncio.Protocol):
             upstream_bytes=upstream_tail,
         )
         # Both connections belong to the tunnel's relays now.
+        self.closed = True
         self._release()
         if isinstance(up, UpstreamHTTP):
             up.release()
@@ -543,6 +560,7 @@ class DownstreamHTTP(asyncio.Protocol):
         session.connection_made(transport)
         if data:
             session.data_received(data)
+        self._release()  # the connection is the HTTP/2 session's now
 
     def abort_response(self) -> None:
         """A response cannot be completed: closing the connection tells the client."""

@@ -162,7 +162,9 @@ class Stapler:
                 wait = await self.fetch()
                 retry = RETRY_FIRST
                 log.info("OCSP: response for %x from %s stapled", self.leaf.serial_number, self.url)
-            except (OSError, OCSPProblem, ValueError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # OSError, HTTPException, a bad response: try again later
                 log.warning(
                     "OCSP: no fresh response for %x from %s (%s); retry in %ds",
                     self.leaf.serial_number,

@@ -59,7 +59,7 @@ def _base_server_context(min_version: str, alpn: Sequence[str]) -> ssl.SSLContex
     ctx.set_alpn_protocols(list(alpn))
     try:
         openssl.set_groups(ctx)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # no access to OpenSSL, or a build without X25519
         _say_once(f"key-exchange groups left to OpenSSL's defaults: {exc}")
     return ctx
 
@@ -161,8 +161,8 @@ def server_context(
     def challenge(chain_pem: bytes, key_pem: bytes, _alpn: tuple[str, ...]) -> ssl.SSLContext:
         return make(chain_pem, key_pem, (min_version, "acme-tls/1"))
 
-    if acme is not None and acme.spec.challenge == "tls-alpn-01":
-        acme.watch_hellos(default)
+    if acme is not None:
+        acme.watch_hellos(default)  # hooked only while a TLS-ALPN-01 challenge is pending
 
     def pick(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         if not server_name:

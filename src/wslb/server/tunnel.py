@@ -245,6 +245,14 @@ class Tunnel:
         self.close_by = self.runtime.loop.time() + linger
         up.inject_close(close_frame(code, why))
 
+    def abandon(self, reason: str) -> None:
+        """Never started (a side closed before the swap): give back what it holds."""
+        if self.closed:
+            return
+        self.closed = True
+        self.reason = reason
+        self._finished()
+
     def close(self, reason: str) -> None:
         if self.closed:
             return

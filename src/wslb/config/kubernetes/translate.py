@@ -255,6 +255,11 @@ class Translator:
         if not hosts:
             self.warn(obj, path, "no hosts to ask ACME a certificate for")
             return
+        for i, known in enumerate(self.acme_certs):
+            if known.key == name:  # the same Secret named twice: one certificate, every host
+                hosts = sorted(set(known.hosts) | set(hosts))
+                del self.acme_certs[i]
+                break
         try:
             self.acme_certs.append(AcmeCertificateSpec(name=name, hosts=tuple(sorted(hosts))))
         except ValidationError as exc:
@@ -268,7 +273,12 @@ class Translator:
             rule_hosts = sorted(
                 {str(r["host"]).lower() for r in ing.get("spec", "rules") or [] if r.get("host")}
             )
-            self._acme(ing, ("metadata", "annotations", WSLB + "acme"), ing.name, rule_hosts)
+            self._acme(
+                ing,
+                ("metadata", "annotations", WSLB + "acme"),
+                f"{ing.namespace}.{ing.name}",
+                rule_hosts,
+            )
             hosts.update(rule_hosts)
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
@@ -279,7 +289,10 @@ class Translator:
             path = ("spec", "tls", i)
             missing = not secret or f"{ing.namespace}/{secret}" not in self.secrets
             if by_annotation or (missing and self.opt.acme is not None):
-                self._acme(ing, path, secret or f"{ing.name}-{i}", entry_hosts)
+                # named as the Secret would be: unique across namespaces
+                self._acme(
+                    ing, path, f"{ing.namespace}.{secret or ing.name + '-' + str(i)}", entry_hosts
+                )
                 continue
             if not secret:
                 self.warn(
@@ -751,12 +764,15 @@ class Translator:
             return self.annotation(lb, DO + n)
 
         protocol = a("protocol") or "tcp"
+        acme_before = len(self.acme_certs)
         cert = self._do_certificate(lb)
+        # a certificate ACME keeps under DO's certificate-name is a certificate too
+        has_cert = cert is not None or len(self.acme_certs) > acme_before
         passthrough = bool(a("tls-passthrough"))
         tls_ports = set(a("tls-ports") or [])
         http2_ports = set(a("http2-ports") or [])
         http_ports = set(a("http-ports") or [])
-        if (cert is not None or passthrough) and not tls_ports and 443 not in http2_ports:
+        if (has_cert or passthrough) and not tls_ports and 443 not in http2_ports:
             tls_ports.add(443)
         common: dict[str, Any] = {}
         idle = a("http-idle-timeout-seconds")
