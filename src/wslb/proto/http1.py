@@ -317,6 +317,8 @@ class RequestParser:
             if head.host is not None:
                 raise BadRequest("duplicate Host header")
             value = value.rstrip(b" \t")  # trailing OWS is not part of a value (RFC 9110 5.5)
+            if not _HOST_SYNTAX.fullmatch(value):
+                raise BadRequest("invalid Host")
             head.host = value.decode("latin-1")
             self._forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _CONTENT_LENGTH:
@@ -368,10 +370,11 @@ class RequestParser:
         tail = _VERSION_LINE[version]
         if self._line_from < 0:
             start = 0
-            while buf.startswith(b"\r\n", start):  # empty lines before a request are allowed
-                start += 2
+            if buf[:2] == b"\r\n":
+                while buf.startswith(b"\r\n", start):  # empty lines before a request
+                    start += 2
             end = buf.find(b"\r\n", start) + 2
-            ok = end - len(tail) >= start and buf.startswith(tail, end - len(tail))
+            ok = end - 11 >= start and buf.startswith(tail, end - 11)  # len(tail) == 11
         else:
             at = buf.find(self._url + tail, self._line_from)
             ok = at >= 0
@@ -414,6 +417,8 @@ class RequestParser:
                 # routing and for the endpoint alike (they must agree on the host).
                 host = b"[" + url.host + b"]" if b":" in url.host else url.host  # IPv6
                 authority = host + (b":%d" % url.port if url.port else b"")
+                if not _HOST_SYNTAX.fullmatch(authority):
+                    raise BadRequest("invalid authority")
                 head.host = authority.decode("latin-1")
                 forward = [ln for ln in head.forward if ln[:5].lower() != b"host:"]
                 forward.insert(0, b"Host: " + authority + b"\r\n")
@@ -422,11 +427,8 @@ class RequestParser:
             head.path = path.decode("latin-1")
             head.query = url.query or b""
             head.target = path + (b"?" + url.query if url.query else b"")
-        if head.host is None:
-            if head.version == "1.1":
-                raise BadRequest("HTTP/1.1 request without Host")
-        elif not _HOST_SYNTAX.fullmatch(head.host.encode("latin-1")):
-            raise BadRequest("invalid Host")
+        if head.host is None and head.version == "1.1":
+            raise BadRequest("HTTP/1.1 request without Host")
         if head.version == "1.0" and head.chunked:
             # RFC 9112 6.1: framing an HTTP/1.0 sender cannot have meant; no guessing
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
