@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from wslb.acme.manager import AcmeManager
 from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_change
 from wslb.balancer.ring import HashRing
 from wslb.config.model import (
+    AcmeSpec,
     BackendSpec,
     ClientSpec,
     Config,
@@ -55,6 +55,7 @@ from wslb.server.tls import client_context, install_ticket_keys, server_context
 from wslb.server.upstream_h2 import H2Connections
 
 if TYPE_CHECKING:
+    from wslb.acme.manager import AcmeManager
     from wslb.server.healthcheck import HealthChecker
     from wslb.server.stats import Stats
     from wslb.server.tunnel import Tunnel
@@ -448,8 +449,7 @@ class Runtime:
         self.stats: Stats | None = None  # counters, with --admin
         self.acme: AcmeManager | None = None
         if config.acme is not None:
-            self.acme = AcmeManager(config.acme, self._acme_event)
-            self.acme.start(loop)
+            self.acme = self._new_acme(config.acme)
         self.listeners = {
             lst.name: ListenerState(
                 lst, config, self.backends, self.secret, None, self.process, self.acme
@@ -504,6 +504,14 @@ class Runtime:
         if next_at is not None:
             delay = max(1.0, next_at - time.time())
             self._ticket_timer = self.loop.call_later(delay, self.rotate_tickets)
+
+    def _new_acme(self, spec: AcmeSpec) -> AcmeManager:
+        # imported here: the acme package (and requests) only weighs on workers that use it
+        from wslb.acme.manager import AcmeManager
+
+        manager = AcmeManager(spec, self._acme_event)
+        manager.start(self.loop)
+        return manager
 
     def _acme_event(self, name: str, kind: str, result: str) -> None:
         if self.stats is not None:
@@ -565,8 +573,7 @@ class Runtime:
                 self.acme.stop()
             self.acme = None
         elif self.acme is None:
-            self.acme = AcmeManager(config.acme, self._acme_event)
-            self.acme.start(self.loop)
+            self.acme = self._new_acme(config.acme)
         elif self.acme.spec != config.acme:
             self.acme.update(config.acme, self.loop)
         listeners = {
