@@ -134,3 +134,34 @@ async def test_tunnel_cap_per_backend(wslb: Callable[..., Wslb], backends: list[
         for ws in open_:
             await ws.close()
     assert "has 3 tunnels open" in lb.output()
+
+
+async def test_refused_upgrades_with_pipelined_ones_do_not_leak_tunnel_places(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    """A refused upgrade with another request pipelined behind it: the held-back request is
+    activated once, so what it takes (a tunnel place, the endpoint's count) is given back.
+    (Each pair below took a place for good before: 2 pairs filled a cap of 3.)"""
+    lb = wslb(http_config(endpoints(backends[:1]), backend={"max_tunnels": 3}))
+    ws = (
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
+    pair = (b"GET /ws-refuse HTTP/1.1\r\nHost: a\r\n" + ws + b"\r\n") * 2
+    for _ in range(4):
+        reader, writer = await asyncio.open_connection("127.0.0.1", lb.port("web"))
+        writer.write(pair)
+        await writer.drain()
+        async with asyncio.timeout(scaled(10)):
+            got = b""
+            while got.count(b"HTTP/1.1 ") < 2:
+                chunk = await reader.read(65536)
+                assert chunk, got
+                got += chunk
+        assert b"101" not in got.split(b"\r\n", 1)[0]
+        writer.close()
+    # all three places are free: three WebSockets open
+    url = f"ws://127.0.0.1:{lb.port('web')}/ws"
+    opened = [await connect(url, open_timeout=scaled(10)) for _ in range(3)]
+    for w in opened:
+        await w.close()

@@ -57,6 +57,20 @@ async def test_slowloris_dribbling_headers_still_gets_408(lb: Wslb) -> None:
     writer.close()
 
 
+async def test_partial_head_pipelined_after_a_request_still_times_out(lb: Wslb) -> None:
+    """The first byte of the next head came with a request: after that request's answer, the
+    rest of the head has header_timeout, not forever (a slowloris that keeps its place)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", lb.port("web"))
+    start = time.monotonic()
+    writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nG")
+    await writer.drain()
+    async with asyncio.timeout(scaled(10)):
+        got = await reader.read()  # until wslb closes
+    assert got.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in got, got[-200:]
+    assert time.monotonic() - start < scaled(5)
+    writer.close()
+
+
 async def test_idle_connection_without_bytes_is_closed_quietly(lb: Wslb) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", lb.port("web"))
     async with asyncio.timeout(scaled(10)):

@@ -25,7 +25,7 @@ from wslb.config.model import AcmeSpec
 
 log = logging.getLogger("wslb.acme")
 USER_AGENT = "wslb"
-HOOK_DELAY = 1.0  # seconds: 4 times every worker's poll for pending TLS-ALPN-01 challenges
+HOOK_DELAY = 3.0  # seconds: 12 times every worker's poll for pending TLS-ALPN-01 challenges
 
 
 class OrderFailed(Exception):

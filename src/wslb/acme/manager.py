@@ -135,7 +135,7 @@ class AcmeManager:
         """Every worker installs the hook while any process has a TLS-ALPN-01 challenge
         pending in the storage (the ordering process waits HOOK_DELAY before answering)."""
         while True:
-            self._set_hook(self.storage.tls_alpn01_pending())
+            self._set_hook(self.storage.tls_alpn01_pending(self.spec.order_timeout + 60))
             await asyncio.sleep(HOOK_POLL)
 
     @staticmethod
@@ -194,7 +194,7 @@ class AcmeManager:
             self._serve(name, stored)
             now = datetime.datetime.now(datetime.UTC)
             due = max(0.0, (stored.renew_at(self.spec.renew_fraction) - now).total_seconds())
-        retry = self.storage.retry_state(name)
+        retry = self.storage.retry_state(name, spec.hosts)
         if due == 0 and retry is not None:
             due = max(0.0, retry[0] - time.time())
         return due
@@ -230,11 +230,11 @@ class AcmeManager:
             except Exception as exc:
                 # whatever the CA, the network or the acme package raise: said, counted, and
                 # retried with a backoff every process honours; what serves keeps serving
-                last = self.storage.retry_state(name)
+                last = self.storage.retry_state(name, spec.hosts)
                 delay = self.spec.retry_first
                 if last is not None:
                     delay = min(last[1] * 2, self.spec.retry_max)
-                self.storage.set_retry(name, time.time() + delay, delay)
+                self.storage.set_retry(name, spec.hosts, time.time() + delay, delay)
                 self._event(name, kind, "failed")
                 log.warning(
                     "ACME %s of %s failed: %s; retry in %gs",
@@ -244,25 +244,34 @@ class AcmeManager:
                     delay,
                 )
                 return delay
-            self.storage.clear_retry(name)
             return 0.0
 
     async def _order(self, name: str, spec: AcmeCertificateSpec, kind: str) -> None:
         log.info(
             "ACME %s of %s for %s at %s", kind, name, ", ".join(spec.hosts), self.spec.directory
         )
+        storage, acme_spec = self.storage, self.spec  # a reload may replace them meanwhile
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, client.order, self.spec, self.storage, spec.hosts)
+        future = loop.run_in_executor(None, client.order, acme_spec, storage, spec.hosts)
         try:
             chain, key = await asyncio.shield(future)
         except asyncio.CancelledError:
             # A reload or a shutdown: the order goes on in its thread. Keep the lock until it
             # ends (so that no other process starts a second one) and keep what it gets.
-            with contextlib.suppress(Exception):
-                chain, key = await asyncio.wait_for(future, self.spec.order_timeout + 30)
-                self.storage.save_certificate(name, spec.hosts, chain, key)
+            deadline = loop.time() + acme_spec.order_timeout + 30
+            while not future.done() and loop.time() < deadline:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), deadline - loop.time())
+            if future.done() and future.exception() is None:
+                chain, key = future.result()
+                storage.save_certificate(name, spec.hosts, chain, key)
+                storage.clear_retry(name)
+                log.info("ACME %s of %s finished after its task was stopped", kind, name)
+            elif future.done():
+                log.warning("ACME %s of %s failed: %s", kind, name, future.exception())
             raise
-        self.storage.save_certificate(name, spec.hosts, chain, key)
+        storage.save_certificate(name, spec.hosts, chain, key)
+        storage.clear_retry(name)
         self._event(name, kind, "ok")
         stored = self.storage.load_certificate(name)
         if stored is not None:

@@ -4,7 +4,8 @@
     certificates/NAME/      fullchain.pem, key.pem (0600), hosts.json
     challenges/http-01/TOKEN           key authorization of a pending HTTP-01 challenge
     challenges/tls-alpn-01/HOST.pem    validation certificate and key of a pending TLS-ALPN-01
-    locks/NAME.lock         held (flock) by the one process ordering NAME
+    locks/certificate-NAME.lock   held (flock) by the one process ordering NAME
+    locks/account.lock      held while the account is read or made
 
 Files are written to a temporary name and renamed, so a reader sees a whole file or the old
 one. Orders are serialised by ``flock`` on the certificate's lock file: the process holding it
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,30 +129,36 @@ class Storage:
         self._write(d / "fullchain.pem", fullchain_pem)  # last: its mtime marks a new one
 
     # ---- backoff after a failure, shared by every process
-    def retry_state(self, name: str) -> tuple[float, float] | None:
-        """(time of the next attempt, the delay that led to it) after a failed order."""
+    def retry_state(self, name: str, hosts: tuple[str, ...]) -> tuple[float, float] | None:
+        """(time of the next attempt, the delay that led to it) after a failed order for
+        these hosts (a certificate whose hosts changed starts afresh)."""
         try:
             data = json.loads((self._cert_dir(name) / "retry.json").read_text())
+            if data.get("hosts") != list(hosts):
+                return None
             return float(data["at"]), float(data["delay"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def set_retry(self, name: str, at: float, delay: float) -> None:
-        self._write(
-            self._cert_dir(name) / "retry.json", json.dumps({"at": at, "delay": delay}).encode()
-        )
+    def set_retry(self, name: str, hosts: tuple[str, ...], at: float, delay: float) -> None:
+        data = json.dumps({"hosts": list(hosts), "at": at, "delay": delay}).encode()
+        self._write(self._cert_dir(name) / "retry.json", data)
 
     def clear_retry(self, name: str) -> None:
         with contextlib.suppress(OSError):
             (self._cert_dir(name) / "retry.json").unlink()
 
-    def tls_alpn01_pending(self) -> bool:
+    def tls_alpn01_pending(self, max_age: float) -> bool:
+        """Whether a TLS-ALPN-01 challenge is pending (one older than ``max_age`` seconds was
+        left by a process that died mid-order: not pending)."""
+        now = time.time()
         try:
-            return any(
-                p.suffix == ".pem" for p in (self.root / "challenges" / "tls-alpn-01").iterdir()
-            )
+            for p in (self.root / "challenges" / "tls-alpn-01").iterdir():
+                if p.suffix == ".pem" and now - p.stat().st_mtime < max_age:
+                    return True
         except OSError:
-            return False
+            pass
+        return False
 
     # ---- challenges
     def put_http01(self, token: str, key_authorization: str) -> None:
@@ -191,7 +199,7 @@ class Storage:
     def order_lock(self, name: str) -> Iterator[bool]:
         """Yields True while this process holds ``name``'s order lock, False when another
         process holds it (never waits)."""
-        path = self.root / "locks" / (_file_name(name) + ".lock")
+        path = self.root / "locks" / ("certificate-" + _file_name(name) + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:

@@ -76,6 +76,7 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; nothing else may name the host that
 # routing (and the endpoint) sees. An empty Host is valid (RFC 9112 3.2).
+_CRLF_START = (b"\r", b"\n")
 _VERSION_LINE = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
 _HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
@@ -370,9 +371,8 @@ class RequestParser:
         tail = _VERSION_LINE[version]
         if self._line_from < 0:
             start = 0
-            if buf[:2] == b"\r\n":
-                while buf.startswith(b"\r\n", start):  # empty lines before a request
-                    start += 2
+            if buf[:1] in _CRLF_START:  # empty lines before a request (whole or cut)
+                start = len(buf) - len(buf.lstrip(b"\r\n"))
             end = buf.find(b"\r\n", start) + 2
             ok = end - 11 >= start and buf.startswith(tail, end - 11)  # len(tail) == 11
         else:

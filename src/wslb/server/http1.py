@@ -543,7 +543,12 @@ class DownstreamHTTP(asyncio.Protocol):
             return
         if self.paused & P_QUEUE:
             self.resume(P_QUEUE)
-        if not self.parser.in_head and self.timer != T_BODY:
+        if self.parser.in_head:
+            # part of the next head came with the last request: it has header_timeout
+            if self.timer != T_HEAD:
+                self.timer = T_HEAD
+                self.deadline = self.loop.time() + self.listener.client.header_timeout
+        elif self.timer != T_BODY:
             self.timer = T_KEEPALIVE
             self.deadline = self.loop.time() + self.listener.client.keepalive_timeout
 

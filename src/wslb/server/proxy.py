@@ -198,6 +198,7 @@ class Exchange:
     req_sent = False  # ... and written upstream
     resp_started = False  # response bytes went to the client
     close_after = False
+    activated = False
     is_upgrade = False
     tunnel_slot: Gauge | None = None  # a place under the backend's tunnel cap, held
     interim = False
@@ -227,7 +228,11 @@ class Exchange:
 
     # ------------------------------------------------------------------ request side
     def activate(self) -> None:
-        """This exchange is now first in line on its connection."""
+        """This exchange is now first in line on its connection (once: what it takes, such as
+        limits and counts, it takes once)."""
+        if self.activated:
+            return
+        self.activated = True
         if self.error is not None:
             self.local_reply(self.error)
             return

@@ -106,6 +106,7 @@ class Translator:
         self.routes: list[RouteSpec] = []
         self.sni: list[CertificateSpec] = []
         self.acme_certs: list[AcmeCertificateSpec] = []
+        self.do_acme = False  # DO's certificate-name is kept by ACME
         self.tls_hosts: set[str] = set()
         self.ingress_hosts: list[str] = []
         self._parsed: dict[tuple[int, str], Any] = {}
@@ -250,11 +251,12 @@ class Translator:
                 kind = "exact" if ptype == "Exact" else "prefix"
                 self._add_route(ing, path, base, host, p.get("path") or "/", kind, name, tls_hosts)
 
-    def _acme(self, obj: KObject, path: tuple[str | int, ...], name: str, hosts: list[str]) -> None:
-        """Hosts that get a certificate from ACME, under a name kept across renewals."""
+    def _acme(self, obj: KObject, path: tuple[str | int, ...], name: str, hosts: list[str]) -> bool:
+        """Hosts that get a certificate from ACME, under a name kept across renewals; whether
+        one is kept for them."""
         if not hosts:
             self.warn(obj, path, "no hosts to ask ACME a certificate for")
-            return
+            return False
         for i, known in enumerate(self.acme_certs):
             if known.key == name:  # the same Secret named twice: one certificate, every host
                 hosts = sorted(set(known.hosts) | set(hosts))
@@ -264,6 +266,8 @@ class Translator:
             self.acme_certs.append(AcmeCertificateSpec(name=name, hosts=tuple(sorted(hosts))))
         except ValidationError as exc:
             self.error(obj, path, _msg(exc.errors()[0]))
+            return False
+        return True
 
     def _ingress_tls(self, ing: KObject) -> set[str]:
         hosts: set[str] = set()
@@ -764,10 +768,10 @@ class Translator:
             return self.annotation(lb, DO + n)
 
         protocol = a("protocol") or "tcp"
-        acme_before = len(self.acme_certs)
+        self.do_acme = False
         cert = self._do_certificate(lb)
         # a certificate ACME keeps under DO's certificate-name is a certificate too
-        has_cert = cert is not None or len(self.acme_certs) > acme_before
+        has_cert = cert is not None or self.do_acme
         passthrough = bool(a("tls-passthrough"))
         tls_ports = set(a("tls-ports") or [])
         http2_ports = set(a("http2-ports") or [])
@@ -920,8 +924,8 @@ class Translator:
         if self.opt.acme is not None:
             # DigitalOcean's Let's Encrypt certificates: one name, every host, renewed under it
             hosts = sorted(set(self.ingress_hosts))
-            self._acme(lb, ("metadata", "annotations", key), str(ident), hosts)
-            if hosts:
+            self.do_acme = self._acme(lb, ("metadata", "annotations", key), str(ident), hosts)
+            if self.do_acme:
                 return None
         self.warn(
             lb,
