@@ -719,3 +719,12 @@ def test_acme_names_become_safe_file_names_and_secrets_named_twice_merge(tmp_pat
     assert [(c.key, c.hosts) for c in config.acme.certificates] == [
         ("app.app-tls", ("app.example.com", "other.example.com"))
     ]
+
+
+def test_health_annotations_the_model_refuses_are_errors(tmp_path: Path) -> None:
+    """Found by the manifest fuzzer: a health check path without '/' escaped as an exception."""
+    svc = lb_service({DO + "override-health-check": "true", DO + "healthcheck-path": "0"})
+    config, issues = run(tmp_path, [ingress(), svc])
+    assert config is None and errored(issues, "the health check path must start with '/'")
+    (hit,) = [i for i in issues if "health check path" in i.message]
+    assert hit.key.endswith("healthcheck-path") and hit.line is not None

@@ -599,7 +599,7 @@ class Translator:
             if ka is not None:
                 keepalive = ka
             if DO + "override-health-check" in lb.annotations:
-                health = self._do_health(lb)
+                health = self._do_health(lb) or health
             if self.annotation(lb, DO + "enable-proxy-protocol"):
                 proxy_protocol = "v1"
                 if b.protocol in ("h2c", "http2"):
@@ -622,32 +622,34 @@ class Translator:
             discovery=discovery,
         )
 
-    def _do_health(self, lb: KObject) -> HealthSpec:
+    def _do_health(self, lb: KObject) -> HealthSpec | None:
+        """The health check of DO's annotations; None (the default check) when the model
+        refuses one of them (an error on that annotation)."""
+
         def a(n: str) -> Any:
             return self.annotation(lb, DO + n)
 
         path = a("healthcheck-path")
         protocol = a("healthcheck-protocol") or ("http" if path else "tcp")
-        fields: dict[str, Any] = {"type": protocol}
+        fields: dict[str, tuple[str, Any]] = {"type": ("healthcheck-protocol", protocol)}
         if path:
-            fields["path"] = path
+            fields["path"] = ("healthcheck-path", path)
         for key, name in (
             ("interval", "healthcheck-check-interval-seconds"),
             ("timeout", "healthcheck-response-timeout-seconds"),
             ("unhealthy_threshold", "healthcheck-unhealthy-threshold"),
             ("healthy_threshold", "healthcheck-healthy-threshold"),
         ):
-            val = a(name)
-            if val is not None:
-                fields[key] = val
-        fields.setdefault("healthy_threshold", 5)
+            fields[key] = (name, a(name))
+        if fields["healthy_threshold"][1] is None:
+            fields["healthy_threshold"] = ("healthcheck-healthy-threshold", 5)
         if a("healthcheck-port") is not None:
             self.warn(
                 lb,
                 ("metadata", "annotations", DO + "healthcheck-port"),
                 "wslb checks every pod on the port it sends traffic to",
             )
-        return HealthSpec(**fields)
+        return self._model(lb, HealthSpec, fields, DO)
 
     def _endpoints(self, b: _Backend) -> tuple[list[str] | None, DiscoverySpec | None]:
         ns, svc_name = b.ref.split("/", 1)
