@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cryptography import x509
 
 from tests.integration.conftest import endpoints
 from tests.support import pebble as pebble_support
+from tests.support.metrics import admin_url, metrics_until, total
 from tests.support.pebble import Pebble
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
@@ -170,12 +170,23 @@ async def test_renewal_before_expiry_and_recovery_from_failed_orders(
     await wait_logged(lb, rf"ACME certificate {re.escape(host)} .* serves")
     root = pebble.root()
     first = served_certificate(lb.port("tls"), host, root)
-    # a connection opened before the renewal (keep-alive) must outlive it
+    # a connection in use before the renewal (keep-alive: a request now, one after) must
+    # outlive it (a connection opened and left without a request would meet header_timeout)
     ctx = ssl.create_default_context(cafile=root)
     kept = ctx.wrap_socket(
         socket.create_connection(("127.0.0.1", lb.port("tls")), timeout=scaled(10)),
         server_hostname=host,
     )
+    kept.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = kept.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+    while length:
+        length -= len(kept.recv(length))
     out = await wait_logged(lb, rf"ACME certificate {re.escape(host)} .* serves", count=2)
     assert "ACME renewal of" in out and orders(out, host) >= 2
     later = served_certificate(lb.port("tls"), host, root)
@@ -193,28 +204,17 @@ async def test_renewal_before_expiry_and_recovery_from_failed_orders(
     )
     assert out.count(" failed: ") >= 1  # the attempts before Pebble was up, at least
     assert "Traceback" not in out
+
     # every order, renewal and failure is counted (workers publish counters every moment)
-    deadline = time.monotonic() + scaled(10)
-    while True:
-        metrics = metric_values(lb, "wslb_acme_orders_total")
-        if metrics.get(("order", "ok"), 0) == 1 and metrics.get(("renewal", "ok"), 0) >= 1:
-            break
-        assert time.monotonic() < deadline, metrics
-        await asyncio.sleep(0.1)
-    assert metrics.get(("order", "failed"), 0) >= 1
+    def orders_of(samples: dict[Any, float], kind: str, result: str) -> float:
+        return total(samples, "wslb_acme_orders_total", kind=kind, result=result)
 
-
-def metric_values(lb: Wslb, name: str) -> dict[tuple[str, str], float]:
-    """(kind, result) -> value of the ACME counter, from the admin listener's /metrics."""
-    url = f"http://127.0.0.1:{lb.info['admin']['port']}/metrics"
-    with urllib.request.urlopen(url, timeout=scaled(10)) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(name + r'\{certificate="[^"]*",kind="(\w+)",result="(\w+)"\} (\S+)', line)
-        if m:
-            out[(m[1], m[2])] = float(m[3])
-    return out
+    samples = await metrics_until(
+        admin_url(lb),
+        lambda s: orders_of(s, "order", "ok") == 1 and orders_of(s, "renewal", "ok") >= 1,
+    )
+    assert orders_of(samples, "order", "ok") == 1 and orders_of(samples, "renewal", "ok") >= 1
+    assert orders_of(samples, "order", "failed") >= 1
 
 
 async def test_two_workers_make_exactly_one_order_per_host(

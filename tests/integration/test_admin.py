@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.integration.conftest import endpoints
 from tests.support.browser import run_browser_script
+from tests.support.metrics import admin_url, metrics_until, total
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
 
@@ -39,46 +38,12 @@ def _config(eps: list[str]) -> dict[str, Any]:
     }
 
 
-def _admin(lb: Wslb) -> str:
-    return f"http://127.0.0.1:{lb.info['admin']['port']}"
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a Prometheus text page, parsed by prometheus_client's own parser."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[s.name, tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def _sum(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return sum(
-        v
-        for (n, lv), v in samples.items()
-        if n == name and all(dict(lv).get(k) == want for k, want in labels.items())
-    )
-
-
-async def _metrics_until(
-    admin: str, check: Callable[[dict[Any, float]], bool], timeout: float = 15
-) -> dict[Any, float]:
-    """Poll /metrics until ``check`` holds (workers publish once a second); bounded."""
-    deadline = time.monotonic() + scaled(timeout)
-    async with httpx.AsyncClient() as http:
-        while True:
-            samples = _samples((await http.get(f"{admin}/metrics")).text)
-            if check(samples) or time.monotonic() > deadline:
-                return samples
-            await asyncio.sleep(0.2)
-
-
 async def test_metrics_match_the_traffic_across_two_workers(
     wslb: Callable[..., Wslb], backends: list[Proc]
 ) -> None:
     eps = endpoints(backends[:2])
     lb = wslb(_config(eps), extra=["--workers", "2", "--admin", "127.0.0.1:0"])
-    admin, url = _admin(lb), lb.url("web")
+    admin, url = admin_url(lb), lb.url("web")
     body_bytes = 0
     for i in range(30):  # new connections: the kernel spreads them over both workers
         async with httpx.AsyncClient(base_url=url) as http:
@@ -96,43 +61,43 @@ async def test_metrics_match_the_traffic_across_two_workers(
 
     def settled(s: dict[Any, float]) -> bool:
         return (
-            _sum(s, "wslb_requests_total", code="200") == 30
-            and _sum(s, "wslb_tunnels_open") == 3
-            and _sum(s, "wslb_tunnels_closed_total") == 1
-            and _sum(s, "wslb_upgrade_failures_total") == 1
-            and _sum(s, "wslb_workers") == 2
+            total(s, "wslb_requests_total", code="200") == 30
+            and total(s, "wslb_tunnels_open") == 3
+            and total(s, "wslb_tunnels_closed_total") == 1
+            and total(s, "wslb_upgrade_failures_total") == 1
+            and total(s, "wslb_workers") == 2
         )
 
     try:
-        s = await _metrics_until(admin, settled)
+        s = await metrics_until(admin, settled)
         assert settled(s), [(k, v) for k, v in s.items() if "tunnel" in k[0] or "upgrade" in k[0]]
-        assert _sum(s, "wslb_upgrade_failures_total", backend="app", code="403") == 1
-        assert _sum(s, "wslb_requests_total", code="404", backend="") == 5
-        assert _sum(s, "wslb_requests_total", route="*/app", code="200") == 30
-        assert _sum(s, "wslb_bytes_total", kind="http", direction="in") == body_bytes
-        assert _sum(s, "wslb_request_duration_seconds_count", backend="app") >= 30
-        assert _sum(s, "wslb_endpoint_requests_total") >= 30
-        assert _sum(s, "wslb_tunnels_opened_total") == 4
-        assert _sum(s, "wslb_endpoint_up") == 2
-        assert _sum(s, "wslb_config_generation") == 1
+        assert total(s, "wslb_upgrade_failures_total", backend="app", code="403") == 1
+        assert total(s, "wslb_requests_total", code="404", backend="") == 5
+        assert total(s, "wslb_requests_total", route="*/app", code="200") == 30
+        assert total(s, "wslb_bytes_total", kind="http", direction="in") == body_bytes
+        assert total(s, "wslb_request_duration_seconds_count", backend="app") >= 30
+        assert total(s, "wslb_endpoint_requests_total") >= 30
+        assert total(s, "wslb_tunnels_opened_total") == 4
+        assert total(s, "wslb_endpoint_up") == 2
+        assert total(s, "wslb_config_generation") == 1
         # a reload through the API: generation 2 in every worker
         async with httpx.AsyncClient() as http:
             r = await http.post(f"{admin}/api/reload")
             assert r.status_code == 202, r.text
-        s = await _metrics_until(admin, lambda s: _sum(s, "wslb_config_generation") == 2)
-        assert _sum(s, "wslb_config_generation") == 2
-        assert _sum(s, "wslb_reloads_total", result="applied") == 1
-        assert _sum(s, "wslb_tunnels_open") == 3  # the reload left them alone
+        s = await metrics_until(admin, lambda s: total(s, "wslb_config_generation") == 2)
+        assert total(s, "wslb_config_generation") == 2
+        assert total(s, "wslb_reloads_total", result="applied") == 1
+        assert total(s, "wslb_tunnels_open") == 3  # the reload left them alone
         for ws in sockets:
             await ws.send("still")
             assert await ws.recv() == "still"
     finally:
         for ws in sockets:
             await ws.close()
-    s = await _metrics_until(admin, lambda s: _sum(s, "wslb_tunnels_open") == 0)
-    assert _sum(s, "wslb_tunnels_open") == 0
-    assert _sum(s, "wslb_tunnels_closed_total") == 4
-    assert _sum(s, "wslb_tunnel_duration_seconds_count") == 4
+    s = await metrics_until(admin, lambda s: total(s, "wslb_tunnels_open") == 0)
+    assert total(s, "wslb_tunnels_open") == 0
+    assert total(s, "wslb_tunnels_closed_total") == 4
+    assert total(s, "wslb_tunnel_duration_seconds_count") == 4
 
 
 async def test_health_api_drain_and_refused_reload(
@@ -140,7 +105,7 @@ async def test_health_api_drain_and_refused_reload(
 ) -> None:
     eps = endpoints(backends[:2])
     lb = wslb(_config(eps), extra=["--admin", "0"])
-    admin, url = _admin(lb), lb.url("web")
+    admin, url = admin_url(lb), lb.url("web")
     async with httpx.AsyncClient(base_url=admin) as api:
         assert (await api.get("/healthz")).status_code == 200
         for _ in range(50):  # the first snapshot is written at start; bounded
@@ -201,7 +166,7 @@ async def test_token_required_off_loopback_and_checked_when_set(
     lb = wslb(
         _config(endpoints(backends[:1])), extra=["--admin", "127.0.0.1:0", "--admin-token", "s3"]
     )
-    admin = _admin(lb)
+    admin = admin_url(lb)
     async with httpx.AsyncClient(base_url=admin) as api:
         assert (await api.get("/metrics")).status_code == 401
         bad = {"Authorization": "Bearer nope"}
@@ -221,7 +186,7 @@ def test_dashboard_in_chromium_follows_open_websockets(
     shot = tmp_path / "dashboard.png"
     out = run_browser_script(
         "dashboard.js",
-        _admin(lb) + "/",
+        admin_url(lb) + "/",
         f"ws://127.0.0.1:{lb.port('web')}/ws",
         f"ep-app-{ep}",
         str(shot),

@@ -8,10 +8,12 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 
 from tests.integration.conftest import endpoints, http_config
+from tests.support.metrics import admin_url, metrics_until, total
 from tests.support.procs import Proc, Wslb, scaled
 from tests.support.raw import status_of
 
@@ -90,28 +92,16 @@ async def test_listener_connection_limit(wslb: Callable[..., Wslb], backends: li
     # said once for the 20 refusals (the next one would come a minute later at the earliest)
     assert lb.output().count(REFUSAL) == 1
     assert "max_connections" in lb.output()
-    # and counted (workers publish their counters every moment: wait for it, bounded)
-    # (20, and any the wait for the freed place met)
-    name = 'wslb_connections_refused_total{limit="listener",listener="web"} '
-    deadline = time.monotonic() + scaled(10)
-    while True:
-        metrics = await _metrics(lb.info["admin"]["port"])
-        found = [float(ln[len(name) :]) for ln in metrics.splitlines() if ln.startswith(name)]
-        if found and found[0] >= 20:
-            break
-        assert time.monotonic() < deadline, metrics
-        await asyncio.sleep(0.1)
+
+    # and counted (workers publish their counters every moment: wait for it, bounded); 20,
+    # and any the wait for the freed place met
+    def refused(samples: dict[Any, float]) -> float:
+        return total(samples, "wslb_connections_refused_total", listener="web", limit="listener")
+
+    samples = await metrics_until(admin_url(lb), lambda s: refused(s) >= 20)
+    assert refused(samples) >= 20, samples
     for _, w in held:
         w.close()
-
-
-async def _metrics(port: int) -> str:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    async with asyncio.timeout(scaled(10)):
-        metrics = (await reader.read()).decode()
-    writer.close()
-    return metrics
 
 
 async def test_per_address_connection_limit(

@@ -152,6 +152,19 @@ async def _logged(lb: Wslb, text: str, timeout: float = 20) -> str:
     return out
 
 
+def _stapling_wslb(
+    wslb: Callable[..., Wslb],
+    backends: list[Proc],
+    ca: trustme.CA,
+    responder: Responder,
+    tmp_path: Path,
+) -> Wslb:
+    """A TLS listener whose certificate names ``responder`` as its OCSP responder."""
+    chain, key = _leaf(ca, f"http://127.0.0.1:{responder.port}/", tmp_path)
+    tls = {"certificate": chain, "key": key}
+    return wslb(http_config(endpoints(backends[:1]), listener={"tls": tls}, protocol="https"))
+
+
 @pytest.fixture
 async def responder(ca: trustme.CA) -> AsyncIterator[Responder]:
     async with Responder(ca) as r:
@@ -165,9 +178,7 @@ async def test_the_responders_answer_is_stapled(
     responder: Responder,
     tmp_path: Path,
 ) -> None:
-    chain, key = _leaf(ca, f"http://127.0.0.1:{responder.port}/", tmp_path)
-    tls = {"certificate": chain, "key": key}
-    lb = wslb(http_config(endpoints(backends[:1]), listener={"tls": tls}, protocol="https"))
+    lb = _stapling_wslb(wslb, backends, ca, responder, tmp_path)
     port = lb.port("web")
     # the first fetch happens in the background at start: wait for it (bounded)
     await _logged(lb, "stapled")
@@ -187,9 +198,7 @@ async def test_no_staple_without_a_good_answer_and_handshakes_go_on(
     tmp_path: Path,
 ) -> None:
     responder.status = "garbage"
-    chain, key = _leaf(ca, f"http://127.0.0.1:{responder.port}/", tmp_path)
-    tls = {"certificate": chain, "key": key}
-    lb = wslb(http_config(endpoints(backends[:1]), listener={"tls": tls}, protocol="https"))
+    lb = _stapling_wslb(wslb, backends, ca, responder, tmp_path)
     out = await _logged(lb, "no fresh response")
     assert out.count("no fresh response") == 1 and "Traceback" not in out
     got = await _s_client(lb.port("web"), "1_3")

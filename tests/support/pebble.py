@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
 import time
 import urllib.request
@@ -15,13 +14,8 @@ from typing import Any
 
 import trustme
 
+from tests.support.chat import free_port
 from tests.support.procs import Proc, scaled
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def available() -> bool:

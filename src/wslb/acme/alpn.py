@@ -11,16 +11,14 @@ callback picks a certificate.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 from typing import Any
 
 from acme import challenges
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from josepy.jwk import JWK
+
+from wslb.config.certs import self_signed
 
 ACME_TLS_1 = b"acme-tls/1"
 ID_PE_ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
@@ -43,31 +41,12 @@ class TLSALPN01(challenges.KeyAuthorizationChallenge):
 
 
 def validation_certificate(host: str, key_authorization: str) -> bytes:
-    """The validation certificate and its key (PEM, one after the other) for ``host``."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """The validation certificate and its key (PEM, one after the other) for ``host``: its
+    critical extension's value is an OCTET STRING holding the digest (RFC 8737 3)."""
     digest = hashlib.sha256(key_authorization.encode()).digest()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wslb ACME TLS-ALPN-01")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        # extnValue: an OCTET STRING holding the digest (RFC 8737 3)
-        .add_extension(
-            x509.UnrecognizedExtension(ID_PE_ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    identifier = x509.UnrecognizedExtension(ID_PE_ACME_IDENTIFIER, b"\x04\x20" + digest)
+    chain, key = self_signed([host], days=7, extensions=[(identifier, True)])
+    return (chain + key).encode()
 
 
 def offers_acme_tls(hello: bytes) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -69,8 +70,13 @@ def load_pair(spec: CertificateSpec) -> CertificatePair:
     )
 
 
-def self_signed(hosts: list[str], days: int = 365) -> tuple[str, str]:
-    """A self-signed certificate (ECDSA P-256) for ``hosts``: (chain PEM, key PEM)."""
+def self_signed(
+    hosts: list[str],
+    days: int = 365,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> tuple[str, str]:
+    """A self-signed certificate (ECDSA P-256) for ``hosts``, with ``extensions`` (each with
+    whether it is critical) besides its names: (chain PEM, key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     names = [h for h in hosts if h and h.isascii()] or ["localhost"]  # manifests may hold ""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])])
@@ -81,7 +87,7 @@ def self_signed(hosts: list[str], days: int = 365) -> tuple[str, str]:
             san.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             san.append(x509.DNSName(h))
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -91,8 +97,10 @@ def self_signed(hosts: list[str], days: int = 365) -> tuple[str, str]:
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    cert = builder.sign(key, hashes.SHA256())
     return (
         cert.public_bytes(serialization.Encoding.PEM).decode(),
         key.private_bytes(

@@ -191,7 +191,6 @@ class RequestParser:
 
     __slots__ = (
         "_chunk",
-        "_chunk_len",
         "_done",
         "_end",
         "_forward",
@@ -236,7 +235,6 @@ class RequestParser:
         self._url = b""
         self._raw_bytes = 0
         self._chunk = b""  # the read being parsed (only during feed)
-        self._chunk_len = 0
         #: the reads the current head began in and arrived in, to check its request line
         self._head_chunks: list[bytes] = []
         self._done = True  # the last message is complete: the next one starts a new read...
@@ -255,7 +253,6 @@ class RequestParser:
 
     def feed(self, data: bytes) -> int | None:
         self._chunk = data
-        self._chunk_len = len(data)
         self._fresh = self._done
         self._scan_pos = 0
         if self.in_head:
@@ -351,7 +348,7 @@ class RequestParser:
             raise HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
         # The head arrived within the bytes fed since it began: only when those are more than
         # the limit is it worth adding up the fields.
-        if self._raw_bytes + self._chunk_len > self._max_header_size:
+        if self._raw_bytes + len(self._chunk) > self._max_header_size:
             size = sum(len(n) + len(v) + 4 for n, v in headers)
             if size > self._max_header_size:
                 raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")

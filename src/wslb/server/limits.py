@@ -159,3 +159,11 @@ def admit(runtime: Runtime, listener: ListenerState, ip: str) -> Slot | None:
     if runtime.stats is not None:
         runtime.stats.connection_refused(listener.name, limit)
     return None
+
+
+def no_descriptor(runtime: Runtime, exc: OSError) -> None:
+    """An upstream connect met EMFILE/ENFILE: wslb's own shortage, said once a minute (the
+    endpoint is not to blame: no ejection)."""
+    runtime.warnings.warn(
+        "descriptors", "no file descriptor for an upstream connection: %s", exc.strerror or exc
+    )

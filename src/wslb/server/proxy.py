@@ -47,7 +47,7 @@ from wslb.proto.http1 import REASON_PHRASES, Lines, RequestHead, ResponseHead, f
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.proto.websocket import accept_value, validate_handshake
 from wslb.server import access
-from wslb.server.limits import NO_DESCRIPTORS
+from wslb.server.limits import NO_DESCRIPTORS, no_descriptor
 from wslb.server.tunnel import Tunnel, proxy_header
 from wslb.server.upstream import UpstreamHTTP, open_upstream
 
@@ -499,9 +499,7 @@ class Exchange:
     def _no_descriptors(self, exc: OSError) -> None:
         """wslb itself is out of file descriptors: not the endpoint's fault (no ejection)."""
         self.task = None
-        self.down.runtime.warnings.warn(
-            "descriptors", "no file descriptor for an upstream connection: %s", exc.strerror
-        )
+        no_descriptor(self.down.runtime, exc)
         if self.state == S_CONNECTING:
             self._uncount()
             self.local_reply(Limited(503, "wslb is out of file descriptors"))

@@ -22,7 +22,7 @@ from wslb.balancer.endpoints import EndpointState
 from wslb.proto.proxy_protocol import ProxyInfo, build_v1, build_v2
 from wslb.proto.websocket import FrameTracker, close_frame
 from wslb.server import access
-from wslb.server.limits import NO_DESCRIPTORS, Slot, admit
+from wslb.server.limits import NO_DESCRIPTORS, Slot, admit, no_descriptor
 from wslb.server.upstream import PendingUpstream, open_upstream
 
 if TYPE_CHECKING:
@@ -392,9 +392,7 @@ class TCPDownstream(asyncio.Protocol):
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 ep.active -= 1
                 if exc.errno in NO_DESCRIPTORS:  # wslb's own shortage, not the endpoint's
-                    self.runtime.warnings.warn(
-                        "descriptors", "no file descriptor for an upstream connection: %s", exc
-                    )
+                    no_descriptor(self.runtime, exc)
                     break
                 backend.endpoint_failed(ep, loop.time(), f"connect failed: {exc!r}")
                 log.warning("[%s] tcp connect to %s failed: %r", self.cid, ep.address, exc)
