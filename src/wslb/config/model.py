@@ -199,6 +199,11 @@ class UpstreamTLSSpec(Spec):
 class EndpointSpec(Spec):
     address: str
     weight: int = Field(default=1, ge=1, le=256)
+    draining: bool = Field(
+        default=False,
+        description="takes no new sessions; its WebSockets are closed with 1012 over the "
+        "backend's drain_window (an EndpointSlice endpoint that is serving but terminating)",
+    )
 
     @field_validator("address")
     @classmethod
