@@ -1,7 +1,9 @@
-"""Command line: ``wslb serve | check | render``. The only place that configures logging.
+"""Command line: ``wslb serve | check | render | controller``. The only place that configures
+logging.
 
-A configuration comes from wslb's own YAML (``-c FILE``) or from Kubernetes manifests
-(``-f PATH``, repeatable: files or directories of YAML/JSON, multi-document).
+A configuration comes from wslb's own YAML (``-c FILE``), from Kubernetes manifests (``-f
+PATH``, repeatable: files or directories of YAML/JSON, multi-document), or, with ``wslb
+controller``, from the Kubernetes API it watches (controller/).
 
 Exit codes: 0 success, 1 configuration refused, 2 usage error.
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -77,12 +80,31 @@ def _add_source(p: argparse.ArgumentParser, kubernetes_only: bool = False) -> No
         metavar="NS/SVC=HOST:PORT[,HOST:PORT...]",
         help="endpoints of a Service the files do not list (repeatable)",
     )
-    p.add_argument("--port-map", type=_port_map, default={}, metavar="80=18080,443=18443")
-    p.add_argument("--certificates", metavar="DIR", help="<certificate-id>.crt/.key files")
     p.add_argument("--ingress-class", help="serve only Ingresses of this class")
     p.add_argument("--dns-suffix", default="svc.cluster.local")
+    p.add_argument(
+        "--secret",
+        help="affinity key shared by replicas; shows in ps: prefer WSLB_SECRET or --secret-file",
+    )
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="affinity key kept across restarts, made on first use (default: STATE_DIR/secret, "
+        "STATE_DIR from WSLB_STATE_DIR, else $XDG_STATE_HOME/wslb or ~/.local/state/wslb)",
+    )
+    _add_manifest_options(p)
+
+
+def _add_manifest_options(p: argparse.ArgumentParser) -> None:
+    """What manifests and the API leave to the command line: ports, certificates, ACME."""
+    p.add_argument("--port-map", type=_port_map, default={}, metavar="80=18080,443=18443")
+    p.add_argument("--certificates", metavar="DIR", help="<certificate-id>.crt/.key files")
     p.add_argument("--bind-address", default="0.0.0.0", help="address of the manifests' ports")
-    p.add_argument("--secret", help="affinity cookie key shared by replicas (or WSLB_SECRET)")
+    p.add_argument(
+        "--configmap",
+        metavar="NS/NAME",
+        help="the ingress-nginx controller ConfigMap whose global keys apply (docs/kubernetes.md)",
+    )
     acme = p.add_argument_group("ACME, for manifests (-f): docs/acme.md")
     acme.add_argument("--acme-directory", help="ACME directory URL (default: Let's Encrypt)")
     acme.add_argument("--acme-email", help="contact e-mail of the ACME account")
@@ -97,6 +119,69 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the load balancer")
     _add_source(serve)
+    _add_serving(serve)
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when the config file, a manifest or a certificate file changes "
+        "(SIGHUP always reloads)",
+    )
+
+    check = sub.add_parser("check", help="validate a configuration and print every problem")
+    _add_source(check)
+
+    render = sub.add_parser("render", help="print the wslb YAML config that manifests mean")
+    _add_source(render, kubernetes_only=True)
+
+    ctl = sub.add_parser(
+        "controller",
+        help="run as a Kubernetes ingress controller: configuration from the API it watches",
+    )
+    _add_manifest_options(ctl)
+    _add_serving(ctl)
+    k = ctl.add_argument_group("Kubernetes (docs/kubernetes.md, Running in the cluster)")
+    k.add_argument("--kubeconfig", help="default: $KUBECONFIG, the pod's service account, ~/.kube")
+    k.add_argument("--ingress-class", default="nginx", help="class name served (and wslb)")
+    k.add_argument(
+        "--controller-class",
+        default="wslb.io/ingress-controller",
+        help="IngressClass spec.controller served",
+    )
+    k.add_argument(
+        "--watch-ingress-without-class",
+        action="store_true",
+        help="also serve Ingresses with no class (as when wslb's IngressClass is the default)",
+    )
+    k.add_argument("--watch-namespace", help="only this namespace (default: all)")
+    k.add_argument(
+        "--publish-service",
+        metavar="NS/NAME",
+        help="the LoadBalancer Service in front: its ports and annotations are wslb's "
+        "listeners, its addresses go to Ingress status",
+    )
+    k.add_argument(
+        "--publish-status-address",
+        default="",
+        metavar="ADDR[,ADDR...]",
+        help="addresses for Ingress status instead of the publish Service's",
+    )
+    k.add_argument(
+        "--affinity-secret",
+        default="wslb-affinity",
+        metavar="[NS/]NAME",
+        help="the Secret holding the key replicas share (made by the Lease holder if missing)",
+    )
+    k.add_argument("--election-id", default="wslb-leader", help="name of the Lease")
+    k.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the first sync with the API before giving up",
+    )
+    return p
+
+
+def _add_serving(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--workers", type=int, default=None, help="worker processes (SO_REUSEPORT)")
     serve.add_argument(
         "--ready-file", default=None, help="write the bound addresses here (JSON) once serving"
@@ -121,19 +206,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="json: one object per line, access-log lines with their fields",
     )
-    serve.add_argument(
-        "--watch",
-        action="store_true",
-        help="reload when the config file, a manifest or a certificate file changes "
-        "(SIGHUP always reloads)",
-    )
-
-    check = sub.add_parser("check", help="validate a configuration and print every problem")
-    _add_source(check)
-
-    render = sub.add_parser("render", help="print the wslb YAML config that manifests mean")
-    _add_source(render, kubernetes_only=True)
-    return p
 
 
 class JSONFormatter(logging.Formatter):
@@ -186,18 +258,98 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
             raise ConfigError(issues)
         options = ManifestOptions(
             endpoints=dict(args.endpoints),
-            port_map=args.port_map,
-            certificates_dir=args.certificates,
             ingress_class=args.ingress_class,
             dns_suffix=args.dns_suffix,
-            bind_address=args.bind_address,
             secret=args.secret or os.environ.get("WSLB_SECRET"),
-            acme=_acme_options(args),
+            **_manifest_options(args),
         )
         config, more = translate(objects, options)
         return config, issues + more
     except ConfigError as exc:
         return None, exc.issues
+
+
+def _manifest_options(args: argparse.Namespace) -> dict[str, Any]:
+    """ManifestOptions fields the manifests' and the controller's command lines share."""
+    return {
+        "port_map": args.port_map,
+        "certificates_dir": args.certificates,
+        "bind_address": args.bind_address,
+        "configmap": args.configmap,
+        "acme": _acme_options(args),
+    }
+
+
+def state_dir() -> str:
+    """Where wslb keeps what must outlive a process (the affinity key)."""
+    explicit = os.environ.get("WSLB_STATE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "wslb")
+
+
+def secret_from_file(path: str) -> str:
+    """The key in ``path``; made (random, mode 0600) by whichever process comes first."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process made it meanwhile: theirs wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().strip()
+
+
+def _with_secret(config: Config, args: argparse.Namespace) -> Config:
+    """``server.secret`` from the config, --secret / WSLB_SECRET, else the secret file, so that
+    restarts keep every affinity cookie and Engine.IO session valid."""
+    if config.server.secret:
+        return config
+    secret = getattr(args, "secret", None) or os.environ.get("WSLB_SECRET")
+    if not secret:
+        path = getattr(args, "secret_file", None) or os.path.join(state_dir(), "secret")
+        try:
+            secret = secret_from_file(path)
+        except OSError as exc:
+            logging.getLogger("wslb").warning(
+                "cannot keep the affinity key in %s (%s): a new one for this start, so "
+                "affinity cookies and Engine.IO sessions do not survive a restart",
+                path,
+                exc.strerror,
+            )
+            return config
+    server = config.server.model_copy(update={"secret": secret})
+    return config.model_copy(update={"server": server})
+
+
+def _secret_warning(args: argparse.Namespace) -> list[ConfigIssue]:
+    if not getattr(args, "secret", None):
+        return []
+    return [
+        ConfigIssue(
+            "--secret",
+            None,
+            "",
+            "the key shows in ps and /proc to every user of this machine: give it in "
+            "WSLB_SECRET or keep it in --secret-file",
+            "warning",
+        )
+    ]
 
 
 def _acme_options(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -266,9 +418,12 @@ def _acme_status(config: Config) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "controller":
+        return _controller(args)
     where = getattr(args, "config", None) or ", ".join(args.filename)
     if args.command in ("check", "render"):
         config, issues = _load(args)
+        issues += _secret_warning(args)
         _print_issues(issues)
         if config is None:
             print(_summary(where, issues), file=sys.stderr)
@@ -283,12 +438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _setup_logging(args.log_level, args.log_format)
     config, issues = _load(args)
-    _print_issues(issues)
+    _print_issues(issues + _secret_warning(args))
     if config is None:
         return 1
     if args.workers is not None and args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
+    config = _with_secret(config, args)
     from wslb.server.lifecycle import serve
 
     watch = None
@@ -310,6 +466,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         logging.getLogger("wslb").error("cannot start: %s", exc)
         return 1
+
+
+def _controller(args: argparse.Namespace) -> int:
+    """``wslb controller``: the configuration from the Kubernetes API (controller/)."""
+    _setup_logging(args.log_level, args.log_format)
+    if args.workers is not None and args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    import socket
+
+    from wslb.config.kubernetes.translate import ManifestOptions
+    from wslb.controller.controller import ControllerOptions
+    from wslb.controller.process import ControllerProcess
+    from wslb.server.lifecycle import serve
+
+    log = logging.getLogger("wslb")
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    options = ControllerOptions(
+        manifest=ManifestOptions(**_manifest_options(args)),
+        kubeconfig=args.kubeconfig,
+        ingress_class=args.ingress_class,
+        controller_class=args.controller_class,
+        watch_without_class=args.watch_ingress_without_class,
+        watch_namespace=args.watch_namespace,
+        configmap=args.configmap,
+        publish_service=args.publish_service,
+        publish_status_address=tuple(
+            a.strip() for a in args.publish_status_address.split(",") if a.strip()
+        ),
+        affinity_secret=args.affinity_secret,
+        election_id=args.election_id,
+        identity=identity,
+    )
+    child = ControllerProcess(options)
+    try:
+        child.spawn()
+        config = child.wait_first(args.sync_timeout)
+        if config is None:
+            log.error(
+                "controller: no configuration from the Kubernetes API (it failed, or took "
+                "more than --sync-timeout %.0fs)",
+                args.sync_timeout,
+            )
+            return 1
+        return serve(
+            config,
+            workers=args.workers,
+            ready_file=args.ready_file,
+            load=child.load,
+            admin=args.admin,
+            admin_token=args.admin_token or os.environ.get("WSLB_ADMIN_TOKEN"),
+            controller=child,
+        )
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    finally:
+        child.stop()
 
 
 if __name__ == "__main__":

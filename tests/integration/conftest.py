@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,19 @@ from tests.support.procs import Proc, Wslb, start_backend
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("wslb")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """wslb keeps its affinity key under WSLB_STATE_DIR: the tests' own, not the user's."""
+    path = tmp_path_factory.mktemp("state")
+    old = os.environ.get("WSLB_STATE_DIR")
+    os.environ["WSLB_STATE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("WSLB_STATE_DIR", None)
+    else:
+        os.environ["WSLB_STATE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

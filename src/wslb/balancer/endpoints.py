@@ -40,6 +40,7 @@ class EndpointState:
         "healthy",
         "host",
         "port",
+        "terminating",
         "tunnels",
         "weight",
     )
@@ -53,7 +54,8 @@ class EndpointState:
         self.healthy = True
         self.ejected_until = 0.0
         self.active = 0
-        self.draining = False
+        self.draining = False  # by a reload that removed it, or the admin API
+        self.terminating = False  # by its source: an EndpointSlice says serving, terminating
         self._score = 0
         self._checks_ok = 0
         self._checks_failed = 0
@@ -65,7 +67,12 @@ class EndpointState:
         return f"<Endpoint {self.address} healthy={self.healthy} active={self.active}>"
 
     def available(self, now: float) -> bool:
-        return self.healthy and not self.draining and self.ejected_until <= now
+        return (
+            self.healthy
+            and not self.draining
+            and not self.terminating
+            and self.ejected_until <= now
+        )
 
     # ---- active health checks
     def record_check(self, ok: bool, healthy_threshold: int, unhealthy_threshold: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,3 +123,11 @@ def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
             str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         ]
     return tuple(names)
+
+
+@functools.lru_cache(maxsize=256)
+def self_signed_for(hosts: tuple[str, ...]) -> tuple[str, str]:
+    """:func:`self_signed`, the same one each time for the same hosts in this process: a
+    configuration translated again (a reload, a controller sync) is then equal to the one
+    running, and no TLS context is rebuilt for nothing."""
+    return self_signed(list(hosts))

@@ -285,6 +285,12 @@ class Collector:
         reloads.add_metric(["applied"], applied)
         reloads.add_metric(["refused"], refused)
         yield reloads
+        updates = CounterMetricFamily(
+            "wslb_endpoint_updates",
+            "Changes of backends' endpoints alone, applied without a reload (controller mode)",
+        )
+        updates.add_metric([], max((st["reloads"].get("endpoints", 0) for st in stats), default=0))
+        yield updates
         workers = GaugeMetricFamily("wslb_workers", "Workers reporting")
         workers.add_metric([], len(snaps))
         yield workers

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 
@@ -51,7 +51,19 @@ from wslb.server.tunnel import Tunnel
 
 log = logging.getLogger("wslb.server")
 
+CONTROLLER = -2  # the controller process's index among the master's children
+
 Ready = Callable[[dict[str, tuple[str, int]]], None]
+
+
+class ControllerChild(Protocol):
+    """A process of the master's that sends it SIGHUP with each new configuration."""
+
+    pid: int
+
+    def spawn(self) -> None: ...
+
+
 Loader = Callable[[], tuple[Config | None, list[ConfigIssue]]]
 
 
@@ -283,6 +295,28 @@ class Worker:
             self.reloading = asyncio.Lock()
         async with self.reloading:
             config = _carry_over(config, self.config)
+            if config == self.config:
+                log.info("worker %d: the configuration is unchanged", self.index)
+                return None
+            changed = runtime.update_endpoints(config)
+            if changed is not None:  # only endpoints changed: no reload
+                self.config = config
+                for backend in changed:
+                    log.info(
+                        "worker %d: backend %s endpoints now %s",
+                        self.index,
+                        backend.name,
+                        ", ".join(
+                            ep.address + (" (terminating)" if ep.terminating else "")
+                            for ep in backend.endpoints
+                        )
+                        or "none",
+                    )
+                    self._endpoints_changed(backend)
+                if self.stats is not None:
+                    self.stats.reloads["endpoints"] += 1
+                    self.publish()
+                return None
             current = {lst.state.name: lst for lst in self.listeners}
             fresh: dict[str, socket.socket] = {}
             try:  # first the sockets: if one cannot be bound, nothing changes
@@ -349,7 +383,8 @@ class Worker:
         """DNS discovery changed a backend's endpoints: check the new ones, drain those gone."""
         if self.health is not None:
             self.health.sync(backend)
-        self._drain_gone([(ep, backend.spec.drain_window) for ep in backend.last_gone])
+        window = backend.spec.drain_window
+        self._drain_gone([(ep, window) for ep in (*backend.last_gone, *backend.last_terminating)])
 
     def _drain_gone(self, gone: list[tuple[EndpointState, float]]) -> None:
         """Endpoints that left: their WebSockets get Close 1012 over their backend's window."""
@@ -459,10 +494,13 @@ def serve(
     watch: list[str] | None = None,
     admin: tuple[str, int] | None = None,
     admin_token: str | None = None,
+    controller: ControllerChild | None = None,
 ) -> int:
     """Run wslb. ``load`` reads the configuration again for a reload (SIGHUP; and every
     change of the ``watch`` paths); without it SIGHUP is ignored. ``admin``: the address of
-    the admin listener (server/admin.py)."""
+    the admin listener (server/admin.py). ``controller``: the process that watches the
+    Kubernetes API (controller/process.py), already running; the master restarts it if it
+    dies, so with it there is always a master, even for one worker."""
     n = workers or config.server.workers
     # One random key for this start, shared by the workers forked below (replicas that must
     # agree on affinity cookies are given the same `server.secret`); and the real number of
@@ -490,7 +528,7 @@ def serve(
             write_ready_file(ready_file, b, n, admin)
 
     try:
-        if n == 1:
+        if n == 1 and controller is None:
             if admin_server is not None:
                 admin_server.start_thread()
             run_worker(
@@ -504,6 +542,7 @@ def serve(
             )
             return 0
         master = _Master(config, n, sockets, bound, announce, load, watch, state_dir)
+        master.controller = controller
         return master.run(admin_server)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -552,6 +591,7 @@ class _Master:
         self.config_file = os.path.join(self.private, "config.json")
         self.admin: AdminServer | None = None
         self.admin_pid = 0
+        self.controller: ControllerChild | None = None
         self.reloads_refused = 0
         self._write_config()
 
@@ -672,6 +712,8 @@ class _Master:
         if self.admin is not None:
             self._write_master()
             self.spawn_admin()
+        if self.controller is not None:
+            self.children[self.controller.pid] = CONTROLLER
 
         ready = 0
         deadline = time.monotonic() + 60
@@ -711,12 +753,17 @@ class _Master:
                 if index is None:
                     continue
                 if not self.stopping:
-                    what = "the admin listener" if index < 0 else f"worker {index}"
+                    what = {-1: "the admin listener", CONTROLLER: "the controller"}.get(
+                        index, f"worker {index}"
+                    )
                     log.error(
                         "%s (pid %d) died with status %d; starting it again", what, pid, status
                     )
                     time.sleep(0.5)
-                    if index < 0:
+                    if index == CONTROLLER and self.controller is not None:
+                        self.controller.spawn()
+                        self.children[self.controller.pid] = CONTROLLER
+                    elif index < 0:
                         self.spawn_admin()
                     else:
                         self.spawn(index)

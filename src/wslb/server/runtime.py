@@ -85,6 +85,8 @@ class BackendState:
         self._ring: HashRing | None = None
         self.name = spec.name
         self.endpoints = [EndpointState(e.host, e.port, e.weight) for e in spec.endpoints]
+        for ep, e in zip(self.endpoints, spec.endpoints, strict=True):
+            ep.terminating = e.draining
         self._policy = POLICIES[spec.balance]
         self.latency_aware = spec.balance == "ewma"
         self.pooling = spec.keepalive.enabled and spec.proxy_protocol is None
@@ -108,6 +110,7 @@ class BackendState:
         self.retry_after = str(spec.retry_after).encode()
         self.tunnels = Gauge()  # open tunnels and upgrades under way, this worker
         self.last_gone: list[EndpointState] = []  # what the last endpoint change removed
+        self.last_terminating: list[EndpointState] = []  # and what it started draining
         self.max_tunnels = _share(spec.max_tunnels, workers)  # this worker's share
 
     def available(self, now: float) -> list[EndpointState]:
@@ -135,16 +138,28 @@ class BackendState:
             return self.pick(now, exclude)
         return ep
 
-    def set_endpoints(self, found: list[tuple[str, int, int]]) -> bool:
-        """Replace the endpoint set; endpoints that stay keep their state. True if changed."""
+    def set_endpoints(
+        self, found: list[tuple[str, int, int]], terminating: frozenset[str] = frozenset()
+    ) -> bool:
+        """Replace the endpoint set (addresses in ``terminating`` take no new sessions);
+        endpoints that stay keep their state. True if changed; ``last_gone`` and
+        ``last_terminating`` say what left and what started draining."""
         current = {ep.address: ep for ep in self.endpoints}
+        before = [(ep.address, ep.weight, ep.terminating) for ep in self.endpoints]
         new: list[EndpointState] = []
+        self.last_terminating = []
         for host, port, weight in found:
             probe = EndpointState(host, port, weight)
             ep = current.pop(probe.address, None) or probe
+            ep.weight = weight
+            ending = ep.address in terminating
+            if ending and not ep.terminating:
+                self.last_terminating.append(ep)
+            ep.terminating = ending
             if ep not in new:
                 new.append(ep)
-        if [ep.address for ep in new] == [ep.address for ep in self.endpoints]:
+        self.last_gone = []
+        if [(ep.address, ep.weight, ep.terminating) for ep in new] == before:
             return False
         ka = self.spec.keepalive
         for ep in new:
@@ -170,6 +185,9 @@ class BackendState:
             kept = current.get(ep.address)
             if kept is not None:
                 kept.weight = ep.weight
+                if ep.terminating and not kept.terminating:
+                    self.last_terminating.append(kept)
+                kept.terminating = ep.terminating
                 ep = kept
             endpoints.append(ep)
         self.endpoints = endpoints
@@ -565,6 +583,8 @@ class Runtime:
             reload.endpoints_added += [
                 f"{name}/{ep.address}" for ep in new_b.endpoints if ep.address not in before
             ]
+            if new_b is not old_backends.get(name):  # serving but terminating: drained too
+                reload.gone += [(ep, new_b.spec.drain_window) for ep in new_b.last_terminating]
             for pool in new_b.pools.values():
                 self.sweeper.add(pool)
         self.process.limit = self._connection_limit(config)
@@ -608,6 +628,28 @@ class Runtime:
         self.rotate_tickets()  # new TLS contexts get the current keys
         self.run_staplers(previous_listeners)
         return reload
+
+    def update_endpoints(self, config: Config) -> list[BackendState] | None:
+        """Apply ``config`` without a reload when it differs from the running one only in
+        backends' endpoints (the controller's EndpointSlice changes): each backend keeps its
+        object and sets its new endpoint list. Returns the backends whose endpoints changed
+        (their ``last_gone`` / ``last_terminating`` say what to drain), or None when more than
+        endpoints changed and a reload is needed."""
+        if without_endpoints(config) != without_endpoints(self.config):
+            return None
+        changed = []
+        for spec in config.backends:
+            backend = self.backends[spec.name]
+            if backend.spec.endpoints == spec.endpoints:
+                continue
+            backend.set_endpoints(
+                [(e.host, e.port, e.weight) for e in spec.endpoints],
+                frozenset(e.address for e in spec.endpoints if e.draining),
+            )
+            backend.spec = spec
+            changed.append(backend)
+        self.config = config
+        return changed
 
     def drain_tunnels(
         self, match: Callable[[Tunnel], bool], code: int, why: str, window: float
@@ -691,3 +733,10 @@ def _smallest_timeout(config: Config) -> float:
         values += [v for v in r.timeouts.model_dump().values() if v is not None]
     positive: Sequence[float] = [v for v in values if v > 0]
     return min(positive, default=10.0)
+
+
+def without_endpoints(config: Config) -> Config:
+    """``config`` with every backend's endpoint list emptied: what a change of endpoints alone
+    leaves the same."""
+    backends = tuple(b.model_copy(update={"endpoints": ()}) for b in config.backends)
+    return config.model_copy(update={"backends": backends})

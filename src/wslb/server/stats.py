@@ -65,7 +65,8 @@ class Stats:
         self.refused: dict[tuple[str, str], int] = {}  # (backend, limit)
         self.connections_refused: dict[tuple[str, str], int] = {}  # (listener, limit)
         self.acme: dict[tuple[str, str, str], int] = {}  # (certificate, kind, result)
-        self.reloads = {"applied": 0, "refused": 0}
+        # "endpoints": changes of endpoints only, applied without a reload
+        self.reloads = {"applied": 0, "refused": 0, "endpoints": 0}
 
     # ---- called from the data path
     def request(self, ex: Exchange, aborted: bool) -> None:
@@ -154,7 +155,7 @@ def snapshot(runtime: Runtime, index: int, stats: Stats) -> dict[str, Any]:
                 ep.address: {
                     "healthy": ep.healthy,
                     "available": ep in available,
-                    "draining": ep.draining,
+                    "draining": ep.draining or ep.terminating,
                     "ejected": ep.ejected_until > now,
                     "active": ep.active,
                     "tunnels": ep.tunnels,

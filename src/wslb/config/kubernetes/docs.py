@@ -1,4 +1,4 @@
-"""``docs/kubernetes.md``, generated from the annotation table:
+"""``docs/kubernetes.md``, generated from the annotation and ConfigMap tables:
 
     python -m wslb.config.kubernetes.docs > docs/kubernetes.md
 
@@ -6,6 +6,7 @@ A test fails when the file and the table disagree."""
 
 from __future__ import annotations
 
+from wslb.config.kubernetes import configmap
 from wslb.config.kubernetes.annotations import TABLE
 
 HEADER = """# Kubernetes manifests
@@ -21,6 +22,7 @@ multi-document YAML or JSON):
 | other `Service` | port names and target ports of the backends the Ingresses name |
 | `EndpointSlice`, `Endpoints` | ready endpoint addresses (first source) |
 | `Secret` `kubernetes.io/tls` | certificates, chosen by SNI |
+| `ConfigMap` (the one `--configmap NAMESPACE/NAME` names) | ingress-nginx's global settings: defaults under the annotations ([below](#the-controllers-configmap)) |
 
 Endpoints of a backend come from, in order: EndpointSlices/Endpoints in the files,
 `--endpoints NS/SVC=HOST:PORT[,...]`, then DNS of `SVC.NS.svc.cluster.local`
@@ -43,6 +45,27 @@ wslb says what it cannot honour instead of ignoring it.
 """
 
 
+CONFIGMAP = """
+## The controller's ConfigMap
+
+`--configmap NAMESPACE/NAME` names ingress-nginx's controller ConfigMap (what its own
+`--configmap` names) among the manifests; other ConfigMaps are not read, and a missing one is a
+warning (ingress-nginx starts with its defaults then, and so does wslb). Its keys are the
+defaults under the Ingress annotations ("under the annotation": the default of the annotation of
+the same name): an Ingress's own annotation wins over the ConfigMap, which wins over wslb's
+default. Keys that are also annotations are parsed as the annotations are; a bad value is an
+error on `data.KEY`, with file and line.
+
+Status as for annotations, except that **unsupported** keys are warnings, not errors:
+ingress-nginx starts whatever its ConfigMap holds. Any other key of ingress-nginx's ConfigMap
+is a warning that names it as not honoured, and a key ingress-nginx does not have either is a
+warning too (a typo, most likely).
+
+| key | status | ingress-nginx default | wslb |
+|---|---|---|---|
+"""
+
+
 def render_markdown() -> str:
     out = [HEADER]
     for on, title in (
@@ -55,6 +78,9 @@ def render_markdown() -> str:
         for row in TABLE:
             if row.on == on:
                 out.append(f"| `{row.short}` | {row.status} | {row.default} | {row.meaning} |\n")
+    out.append(CONFIGMAP)
+    for key in configmap.TABLE:
+        out.append(f"| `{key.name}` | {key.status} | {key.default} | {key.meaning} |\n")
     return "".join(out)
 
 

@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from wslb.config.certs import CertificateProblem, load_pair, self_signed
+from wslb.config.certs import CertificateProblem, load_pair, self_signed_for
 from wslb.config.kubernetes import annotations as ann
+from wslb.config.kubernetes import configmap as cmap
 from wslb.config.kubernetes.annotations import DO, NGINX, WSLB, AnnotationError
 from wslb.config.kubernetes.objects import KObject
 from wslb.config.kubernetes.snippet import SnippetError, parse_snippet
@@ -39,6 +40,7 @@ from wslb.config.model import (
     CookieSpec,
     CorsSpec,
     DiscoverySpec,
+    HeaderRule,
     HeadersSpec,
     HealthSpec,
     KeepaliveSpec,
@@ -69,6 +71,15 @@ class ManifestOptions:
     #: AcmeSpec fields (directory, email, storage, ...) from --acme-*: hosts whose TLS Secret
     #: is missing get certificates from ACME; None: only Ingresses annotated wslb.io/acme do
     acme: dict[str, Any] | None = None
+    #: "NAMESPACE/NAME" of ingress-nginx's controller ConfigMap (its --configmap): its keys
+    #: are the defaults under the Ingress annotations (configmap.py); other ConfigMaps are not read
+    configmap: str | None = None
+    #: "NAMESPACE/NAME" of the Service whose ports and do-loadbalancer-* annotations are the
+    #: listeners (the controller's --publish-service); None: the first LoadBalancer Service
+    #: of the files (from the API: none, and HTTP on 80 and HTTPS on 443)
+    lb_service: str | None = None
+    #: the objects come from the API (controller mode): endpoints only from EndpointSlices
+    from_api: bool = False
 
 
 # ingress-nginx backend-protocol -> wslb backend protocol (gRPC is HTTP/2: h2c, or with TLS)
@@ -111,6 +122,7 @@ class Translator:
         self.ingress_hosts: list[str] = []
         self._parsed: dict[tuple[int, str], Any] = {}
         self.route_sources: dict[int, KObject] = {}  # id(route) -> its Ingress
+        self.cm = cmap.ControllerConfig()  # the controller's ConfigMap, read by translate()
 
     # ------------------------------------------------------------------ helpers
     def error(self, obj: KObject, path: tuple[str | int, ...], msg: str) -> None:
@@ -146,6 +158,12 @@ class Translator:
         self._parsed[key] = result
         return result
 
+    def ingress_value(self, ing: KObject, name: str) -> Any:
+        """The ingress-nginx annotation ``name`` of ``ing``, else the controller ConfigMap's key
+        of that name (its global default), else None."""
+        value = self.annotation(ing, NGINX + name)
+        return value if value is not None else self.cm.get(name)
+
     def check_annotations(self, obj: KObject, prefixes: tuple[str, ...]) -> None:
         for key in obj.annotations:
             if not key.startswith(prefixes):
@@ -165,12 +183,16 @@ class Translator:
 
     # ------------------------------------------------------------------ entry point
     def translate(self) -> Config | None:
+        self.cm, cm_issues = cmap.read(self.by_kind.get("ConfigMap", []), self.opt.configmap)
+        self.issues += cm_issues
+        self._cm_checks()
         ingresses = [i for i in self.by_kind.get("Ingress", []) if self._class_ok(i)]
         for ing in ingresses:
             self._ingress(ing)
         listeners = self._listeners(bool(ingresses))
         backends = [self._backend_spec(name, b) for name, b in sorted(self.backends.items())]
         self._warn_socketio()
+        self._hsts(listeners)
         if any(i.severity == "error" for i in self.issues):
             return None
         acme = None
@@ -178,7 +200,7 @@ class Translator:
             acme = AcmeSpec(**(self.opt.acme or {}), certificates=tuple(self.acme_certs))
         try:
             return Config(
-                server=ServerSpec(secret=self.opt.secret),
+                server=ServerSpec(secret=self.opt.secret, **self._cm_server()),
                 listeners=tuple(listeners),
                 backends=tuple(b for b in backends if b is not None),
                 routes=tuple(self.routes),
@@ -311,7 +333,7 @@ class Translator:
                     f"Secret {ing.namespace}/{secret} is not in the files: a self-signed "
                     f"certificate serves {', '.join(entry_hosts) or 'these hosts'} until it is",
                 )
-                pem, key = self_signed(entry_hosts or ["localhost"])
+                pem, key = self_signed_for(tuple(entry_hosts or ["localhost"]))
                 self.sni.append(
                     CertificateSpec(
                         certificate_pem=pem, key_pem=key, name=f"self-signed for {secret}"
@@ -387,7 +409,7 @@ class Translator:
                 "(HTTP, HTTPS, GRPC, GRPCS), not AJP or FastCGI",
             )
             proto = "http"
-        balance = self.annotation(ing, NGINX + "load-balance") or "round_robin"
+        balance = self.ingress_value(ing, "load-balance") or "round_robin"
         cap = self.annotation(ing, WSLB + "max-tunnels")
         if backend_state is None:
             self.backends[key] = _Backend(ref, port, ing, path, proto, balance, cap)
@@ -416,19 +438,22 @@ class Translator:
         def a_w(name: str) -> Any:
             return self.annotation(ing, WSLB + name)
 
+        def g(name: str) -> Any:  # the annotation, else the ConfigMap's global default
+            return self.ingress_value(ing, name)
+
         opts: dict[str, Any] = {}
         # timeouts: read/send also govern tunnels, as in nginx
         connect, read, send = (
-            a("proxy-connect-timeout"),
-            a("proxy-read-timeout"),
-            a("proxy-send-timeout"),
+            g("proxy-connect-timeout"),
+            g("proxy-read-timeout"),
+            g("proxy-send-timeout"),
         )
         if connect or read or send:
             tunnel = max(x for x in (read, send) if x) if (read or send) else None
             opts["timeouts"] = TimeoutsOverride(
                 connect=connect, read=read, send=send, tunnel=tunnel
             )
-        size = a("proxy-body-size")
+        size = g("proxy-body-size")
         if size is not None:
             opts["max_body_size"] = size
         if a("affinity") == "cookie":
@@ -458,7 +483,7 @@ class Translator:
                 opts["affinity"] = cookie
                 # Without session-cookie-path the cookie's path is each route's own.
                 opts["_affinity_path"] = a("session-cookie-path")
-        hash_by = a("upstream-hash-by")
+        hash_by = g("upstream-hash-by")
         if hash_by:
             from wslb.middleware.templates import Template
 
@@ -498,8 +523,12 @@ class Translator:
                     "echoing origins instead would let any site make credentialed requests; "
                     "list the origins in cors-allow-origin",
                 )
-        allow = a("whitelist-source-range") or a("allowlist-source-range")
-        deny = a("denylist-source-range")
+        allow = (
+            a("whitelist-source-range")
+            or a("allowlist-source-range")
+            or self.cm.get("whitelist-source-range")
+        )
+        deny = g("denylist-source-range")
         if allow:
             opts["allow"] = tuple(allow)
         if deny:
@@ -507,7 +536,11 @@ class Translator:
         conn, rps, rpm = a("limit-connections"), a("limit-rps"), a("limit-rpm")
         if conn or rps or rpm:
             opts["limits"] = LimitsSpec(
-                connections=conn, rps=rps, rpm=rpm, exempt=tuple(a("limit-whitelist") or ())
+                connections=conn,
+                rps=rps,
+                rpm=rpm,
+                exempt=tuple(a("limit-whitelist") or ()),
+                status=self._limit_status(),
             )
         if self.annotation(ing, WSLB + "engineio-affinity") is False:
             opts["engineio_affinity"] = False
@@ -518,9 +551,9 @@ class Translator:
                 client_rate=ws_client_rate,
                 status=int(a_w("websocket-limit-status") or 503),  # type: ignore[arg-type]
             )
-        redirect_code = int(a("http-redirect-code") or 308)
-        opts["_ssl_redirect"] = a("ssl-redirect") is not False
-        opts["_force_ssl_redirect"] = bool(a("force-ssl-redirect"))
+        redirect_code = int(g("http-redirect-code") or 308)
+        opts["_ssl_redirect"] = g("ssl-redirect") is not False
+        opts["_force_ssl_redirect"] = bool(g("force-ssl-redirect"))
         opts["_redirect"] = RedirectSpec(code=redirect_code)  # type: ignore[arg-type]
         snippet = ing.annotations.get(NGINX + "configuration-snippet")
         if snippet:
@@ -591,16 +624,22 @@ class Translator:
         if endpoints is None:
             return None
         lb = self._lb_service()
-        keepalive = True  # ingress-nginx keeps upstream connections alive by default
+        # ingress-nginx keeps upstream connections alive by default (320 idle ones); its
+        # ConfigMap's upstream-keepalive-connections 0 turns that off
+        conns = self.cm.get("upstream-keepalive-connections")
+        keepalive = conns != 0
         health = HealthSpec()
         proxy_protocol = None
+        # the PROXY header DigitalOcean's balancer sent went to ingress-nginx (its ConfigMap's
+        # use-proxy-protocol), which wslb replaces; only tcp ports send it on to the pods
+        to_ingress = b.protocol != "tcp" and self.cm.get("use-proxy-protocol") is True
         if lb is not None:
             ka = self.annotation(lb, DO + "enable-backend-keepalive")
             if ka is not None:
                 keepalive = ka
             if DO + "override-health-check" in lb.annotations:
                 health = self._do_health(lb) or health
-            if self.annotation(lb, DO + "enable-proxy-protocol"):
+            if self.annotation(lb, DO + "enable-proxy-protocol") and not to_ingress:
                 proxy_protocol = "v1"
                 if b.protocol in ("h2c", "http2"):
                     self.warn(
@@ -616,7 +655,7 @@ class Translator:
             endpoints=tuple(endpoints),  # type: ignore[arg-type]
             balance=b.balance,  # type: ignore[arg-type]
             max_tunnels=b.max_tunnels,
-            keepalive=KeepaliveSpec(enabled=keepalive, max_idle=320 if keepalive else 32),
+            keepalive=self._keepalive(keepalive, conns),
             health=health,
             proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
             discovery=discovery,
@@ -742,6 +781,10 @@ class Translator:
 
     # ------------------------------------------------------------------ listeners
     def _lb_service(self) -> KObject | None:
+        if self.opt.lb_service is not None:
+            return self.services.get(self.opt.lb_service)
+        if self.opt.from_api:  # an app's own LoadBalancer Service is not the controller's
+            return None
         for svc in self.by_kind.get("Service", []):
             if svc.get("spec", "type") == "LoadBalancer":
                 return svc
@@ -749,6 +792,7 @@ class Translator:
 
     def _listeners(self, ingress_front: bool) -> list[ListenerSpec]:
         lb = self._lb_service()
+        ingress_front = ingress_front or self.opt.from_api  # a controller always listens
         if lb is None:
             if not ingress_front:
                 self.issues.append(
@@ -815,7 +859,11 @@ class Translator:
                 # HTTP/2 on http2 ports (DO's http2 entry protocol) and where the ingress
                 # terminated TLS itself (passthrough: ingress-nginx offers h2 by default); an
                 # https entry of DO's own is HTTP/1.1 only.
-                h2 = port in http2_ports or protocol in ("http2", "http3") or passthrough
+                h2 = (
+                    port in http2_ports
+                    or protocol in ("http2", "http3")
+                    or (passthrough and self.cm.get("use-http2") is not False)
+                )
                 # passthrough: the ingress behind terminated TLS with the Ingress Secrets
                 certificate = self._default_cert() if passthrough else cert or self._default_cert()
                 listeners.append(
@@ -895,14 +943,18 @@ class Translator:
         tls = None
         if protocol == "https":
             certs = [c for c in (cert, *self.sni) if c is not None]
-            tls = ListenerTLSSpec(certificates=tuple(certs), acme=bool(self.acme_certs))
+            tls = ListenerTLSSpec(
+                certificates=tuple(certs),
+                acme=bool(self.acme_certs),
+                min_version=self._cm_tls_min(),  # type: ignore[arg-type]
+            )
         return ListenerSpec(
             name=name,
             address=self.opt.bind_address,
             port=self.opt.port_map.get(port, port),
             protocol=protocol,  # type: ignore[arg-type]
             tls=tls,
-            **extra,
+            **{**extra, **self._cm_listener(extra, protocol)},
         )
 
     def _do_certificate(self, lb: KObject) -> CertificateSpec | None:
@@ -935,18 +987,160 @@ class Translator:
             f"certificate {ident} is not in --certificates ({d or 'not given'}): a self-signed "
             f"certificate for {', '.join(self.ingress_hosts) or 'localhost'} serves instead",
         )
-        pem, pkey = self_signed(sorted(set(self.ingress_hosts)) or ["localhost"])
+        pem, pkey = self_signed_for(tuple(sorted(set(self.ingress_hosts)) or ["localhost"]))
         return CertificateSpec(certificate_pem=pem, key_pem=pkey, name=f"self-signed for {ident}")
 
     def _default_cert(self) -> CertificateSpec:
         hosts = sorted(set(self.ingress_hosts)) or ["localhost"]
-        pem, key = self_signed(hosts)
+        pem, key = self_signed_for(tuple(hosts))
         return CertificateSpec(
             certificate_pem=pem, key_pem=key, name="default self-signed certificate"
         )
 
+    # ------------------------------------------------------------------ the controller's ConfigMap
+    def _cm_checks(self) -> None:
+        """Warnings about ConfigMap values wslb honours only in part."""
+        cm = self.cm
+        if cm.obj is None:
+            return
+        header = cm.get("forwarded-for-header")
+        if header is not None and header.lower() != "x-forwarded-for":
+            self.issues.append(
+                cm.issue(
+                    "forwarded-for-header",
+                    f"forwarded-for-header: wslb reads only X-Forwarded-For, not {header}",
+                )
+            )
+        req, conn = cm.get("limit-req-status-code"), cm.get("limit-conn-status-code")
+        if req is not None and conn is not None and req != conn:
+            self.issues.append(
+                cm.issue(
+                    "limit-conn-status-code",
+                    f"limit-conn-status-code: wslb's limits answer with one status: {req}, "
+                    "limit-req-status-code's",
+                )
+            )
+        protocols = cm.get("ssl-protocols")
+        if protocols is not None:
+            old = [p for p in protocols if p not in ("TLSv1.2", "TLSv1.3")]
+            if len(old) == len(protocols):
+                self.issues.append(
+                    cm.issue("ssl-protocols", "ssl-protocols: wslb offers TLS 1.2 and 1.3", "error")
+                )
+            elif old:
+                self.issues.append(
+                    cm.issue(
+                        "ssl-protocols",
+                        f"ssl-protocols: wslb does not offer {', '.join(old)}; TLS 1.2 is its "
+                        "lowest version",
+                    )
+                )
+        if cm.get("use-proxy-protocol") and self._lb_service() is not None:
+            self.issues.append(
+                cm.issue(
+                    "use-proxy-protocol",
+                    "use-proxy-protocol: wslb is the LoadBalancer Service's balancer and takes "
+                    "client connections directly, with no PROXY header (and sends the pods "
+                    "none for do-loadbalancer-enable-proxy-protocol)",
+                )
+            )
+
+    def _cm_server(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.cm.get("disable-access-log"):
+            out["access_log"] = False
+        grace = self.cm.get("worker-shutdown-timeout")
+        if grace is not None:
+            out["shutdown_grace"] = grace
+        return out
+
+    def _cm_listener(self, extra: dict[str, Any], protocol: str) -> dict[str, Any]:
+        """Fields of an HTTP(S) listener from the controller ConfigMap; those of ``extra``
+        (from the LoadBalancer Service's annotations) win."""
+        cm = self.cm
+        out: dict[str, Any] = {}
+        client: dict[str, Any] = {}
+        for key, name in (
+            ("keepalive_timeout", "keep-alive"),
+            ("header_timeout", "client-header-timeout"),
+            ("body_timeout", "client-body-timeout"),
+            ("max_concurrent_streams", "http2-max-concurrent-streams"),
+        ):
+            if cm.get(name) is not None:
+                client[key] = cm.get(name)
+        buffers = cm.get("large-client-header-buffers")
+        if buffers is not None:
+            number, size = buffers
+            client["max_uri_size"] = size
+            client["max_header_size"] = number * size
+        client.update(extra.get("client") or {})
+        if client:
+            out["client"] = client
+        if cm.get("use-forwarded-headers"):
+            out["trusted_proxies"] = tuple(cm.get("proxy-real-ip-cidr") or ("0.0.0.0/0",))
+        block = cm.get("block-cidrs")
+        if block:
+            out["deny"] = (*extra.get("deny", ()), *block)
+        # behind a LoadBalancer Service's ports, wslb is the balancer: no PROXY header comes
+        if cm.get("use-proxy-protocol") and self._lb_service() is None:
+            out["proxy_protocol"] = True
+        if protocol == "https" and "http2" not in extra and cm.get("use-http2") is False:
+            out["http2"] = False
+        return out
+
+    def _cm_tls_min(self) -> str:
+        protocols = self.cm.get("ssl-protocols") or ()
+        return "1.3" if "TLSv1.3" in protocols and "TLSv1.2" not in protocols else "1.2"
+
+    def _limit_status(self) -> int:
+        """The status of limit-rps/-rpm/-connections: wslb's limits have one."""
+        req, conn = self.cm.get("limit-req-status-code"), self.cm.get("limit-conn-status-code")
+        return int(req if req is not None else conn if conn is not None else 503)
+
+    def _keepalive(self, enabled: bool, conns: int | None) -> KeepaliveSpec:
+        fields: dict[str, Any] = {
+            "enabled": enabled,
+            "max_idle": (conns or 320) if enabled else 32,
+        }
+        for key, name in (
+            ("idle_timeout", "upstream-keepalive-timeout"),
+            ("max_requests", "upstream-keepalive-requests"),
+        ):
+            if self.cm.get(name) is not None:
+                fields[key] = self.cm.get(name)
+        return KeepaliveSpec(**fields)
+
+    def _hsts(self, listeners: list[ListenerSpec]) -> None:
+        """ingress-nginx's Strict-Transport-Security, sent over HTTPS only: each route becomes
+        one for the HTTPS listeners, with the header, and one for the plain ones, without."""
+        value = cmap.hsts_value(self.cm)
+        tls = tuple(x.name for x in listeners if x.protocol == "https")
+        if value is None or not tls:
+            return
+        plain = tuple(x.name for x in listeners if x.protocol == "http")
+        rule = HeaderRule(name="Strict-Transport-Security", value=value)
+        routes: list[RouteSpec] = []
+        for r in self.routes:
+            on_tls = tuple(n for n in tls if r.listeners is None or n in r.listeners)
+            on_plain = tuple(n for n in plain if r.listeners is None or n in r.listeners)
+            if on_plain:
+                routes.append(r.model_copy(update={"listeners": on_plain}))
+            if not on_tls:
+                continue
+            h = r.headers
+            if not any(
+                x.name.lower() == "strict-transport-security"
+                for x in (*h.response_set, *h.response_add)
+            ):  # a configuration-snippet's own header stays
+                h = h.model_copy(update={"response_set": (*h.response_set, rule)})
+            # (a redirect to HTTPS is for the plain listeners only)
+            update = {"listeners": on_tls, "headers": h, "redirect_https": None}
+            routes.append(r.model_copy(update=update))
+        self.routes = routes
+
     # ------------------------------------------------------------------ checks
     def _warn_socketio(self) -> None:
+        warned: set[str] = set()
         for route in self.routes:
             t = route.timeouts
             short = [x for x in (t.read, t.send) if x is not None and x < SOCKET_IO_MIN]
@@ -955,13 +1149,17 @@ class Translator:
             if not (short and looks and ing is not None):
                 continue
             key = "proxy-read-timeout" if t.read in short else "proxy-send-timeout"
-            self.warn(
-                ing,
-                ("metadata", "annotations", NGINX + key),
+            msg = (
                 f"{key} {min(short):g}s is shorter than Socket.IO's ping interval plus timeout "
                 f"({SOCKET_IO_MIN}s): idle Socket.IO connections on {route.host or '*'}"
-                f"{route.path} will be cut",
+                f"{route.path} will be cut"
             )
+            if NGINX + key not in ing.annotations and self.cm.given(key):
+                if key not in warned:  # the ConfigMap's value: one warning on its key
+                    warned.add(key)
+                    self.issues.append(self.cm.issue(key, msg))
+                continue
+            self.warn(ing, ("metadata", "annotations", NGINX + key), msg)
 
 
 def _msg(err: Any) -> str:

@@ -1,0 +1,288 @@
+"""Controller mode (`wslb controller`) against the Kubernetes API stand-in (tests/support/kubeapi.py):
+the seed's objects served from the API, replicas that agree with no secret given, endpoint
+changes without reloads, watches that break, an API that goes away, Secrets renewed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import re
+import ssl
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+import yaml
+
+from tests.integration.conftest import endpoints
+from tests.support.kubeapi import KubeAPI
+from tests.support.procs import ROOT, Proc, scaled
+
+FIXTURES = ROOT / "tests" / "fixtures"
+WAIT = scaled(20.0)
+
+
+def seed_objects() -> list[dict[str, Any]]:
+    """The seed's Ingress (as `kubectl convert` makes it networking.k8s.io/v1, the version the
+    API serves since 1.22) and its LoadBalancer Service, as the fixtures have them."""
+    ingress = yaml.safe_load((FIXTURES / "seed-ingress.yaml").read_text())
+    service = yaml.safe_load((FIXTURES / "seed-service.yaml").read_text())
+    ingress["apiVersion"] = "networking.k8s.io/v1"
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            old = path.pop("backend")
+            path["pathType"] = "ImplementationSpecific"
+            path["backend"] = {
+                "service": {"name": old["serviceName"], "port": {"number": old["servicePort"]}}
+            }
+    return [namespace("vuepilot"), namespace("ingress-nginx"), ingress, service]
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def ingress_class(name: str = "nginx", default: bool = True) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if default:
+        meta["annotations"] = {"ingressclass.kubernetes.io/is-default-class": "true"}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": meta,
+        "spec": {"controller": "wslb.io/ingress-controller"},
+    }
+
+
+def service(ns: str, name: str, port: int = 8080, target: int | str = 8080) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": port, "targetPort": target}],
+        },
+    }
+
+
+def endpoint_slice(
+    ns: str,
+    svc: str,
+    addresses: list[tuple[str, int]],
+    terminating: frozenset[str] = frozenset(),
+    name: str | None = None,
+) -> list[dict[str, Any]]:
+    """One EndpointSlice per port (loopback pods differ by port, pods of a cluster by IP)."""
+    by_port: dict[int, list[str]] = {}
+    for host, port in addresses:
+        by_port.setdefault(port, []).append(host)
+    out = []
+    for port, hosts in sorted(by_port.items()):
+        eps = []
+        for h in hosts:
+            ending = f"{h}:{port}" in terminating
+            eps.append(
+                {
+                    "addresses": [h],
+                    "conditions": {
+                        "ready": not ending,
+                        "serving": True,
+                        "terminating": ending,
+                    },
+                }
+            )
+        out.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name or svc}-{port}",
+                    "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": svc},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+                "endpoints": eps,
+            }
+        )
+    return out
+
+
+def tls_secret(ns: str, name: str, cert: trustme.LeafCert) -> dict[str, Any]:
+    chain = b"".join(p.bytes() for p in cert.cert_chain_pems)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {
+            "tls.crt": base64.b64encode(chain).decode(),
+            "tls.key": base64.b64encode(cert.private_key_pem.bytes()).decode(),
+        },
+    }
+
+
+class Controller(Proc):
+    """``wslb controller`` with a kubeconfig for the stand-in, its ports mapped to free ones."""
+
+    def __init__(self, api: KubeAPI, workdir: Path, extra: list[str], name: str) -> None:
+        kubeconfig = api.write_kubeconfig(workdir / f"kubeconfig-{name}", namespace="ingress")
+        ready = workdir / f"ready-{name}.json"
+        args = [
+            sys.executable,
+            "-m",
+            "wslb",
+            "controller",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--bind-address",
+            "127.0.0.1",
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            "info",
+            *extra,
+        ]
+        super().__init__(args, ready, env={"POD_NAME": name})
+
+    def port(self, suffix: str) -> int:
+        for listener, info in self.info["listeners"].items():
+            if listener.endswith(suffix):
+                return int(info["port"])
+        raise KeyError(suffix)
+
+
+@pytest.fixture
+def api() -> Iterator[KubeAPI]:
+    with KubeAPI(namespaces=("default", "ingress")) as server:
+        yield server
+
+
+@pytest.fixture
+def controller(api: KubeAPI, tmp_path: Path) -> Iterator[Callable[..., Controller]]:
+    started: list[Controller] = []
+
+    def start(extra: list[str], name: str = "wslb-0", wait: bool = True) -> Controller:
+        proc = Controller(api, tmp_path, extra, name)
+        started.append(proc)
+        if wait:
+            proc.wait_ready(timeout=WAIT)
+        return proc
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def _certdir(tmp_path: Path, ca: trustme.CA, name: str, *hosts: str) -> Path:
+    d = tmp_path / "certs"
+    d.mkdir(exist_ok=True)
+    cert = ca.issue_cert(*hosts)
+    (d / f"{name}.crt").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+    (d / f"{name}.key").write_bytes(cert.private_key_pem.bytes())
+    return d
+
+
+def _client_ctx(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+def _pods(backends: list[Proc]) -> list[tuple[str, int]]:
+    out = []
+    for e in endpoints(backends):
+        host, _, port = e.rpartition(":")
+        out.append((host, int(port)))
+    return out
+
+
+async def _wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Poll ``predicate`` (a cheap check of state) until it is true; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_seed_objects_from_the_api(
+    api: KubeAPI,
+    controller: Callable[..., Controller],
+    backends: list[Proc],
+    ca: trustme.CA,
+    tmp_path: Path,
+) -> None:
+    """The seed's Ingress and Service applied through the API: HTTP redirected with 308,
+    HTTPS by SNI with the DO certificate, the affinity cookie and CORS, as with files; and
+    .status.loadBalancer written once, by one of two replicas."""
+    objs = seed_objects()
+    objs[3]["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+    api.apply_many(
+        [
+            *objs,
+            ingress_class(),
+            service("vuepilot", "vuepilot-node"),
+            *endpoint_slice("vuepilot", "vuepilot-node", _pods(backends)),
+        ]
+    )
+    certs = _certdir(tmp_path, ca, "xxx-xxx-xxx", "ws.vuepilot.com")
+    common = [
+        "--publish-service",
+        "ingress-nginx/ingress-nginx",
+        "--port-map",
+        "80=0,443=0",
+        "--certificates",
+        str(certs),
+    ]
+    first = controller(common, "wslb-0")
+    second = controller([*common, "--workers", "2"], "wslb-1")
+    for lb in (first, second):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{lb.port('-http')}") as client:
+            r = await client.get("/socket.io/?EIO=4", headers={"Host": "ws.vuepilot.com"})
+        assert r.status_code == 308
+        assert r.headers["location"] == "https://ws.vuepilot.com/socket.io/?EIO=4"
+        base = f"https://127.0.0.1:{lb.port('-https')}"
+        ext = {"sni_hostname": "ws.vuepilot.com"}
+        headers = {"Host": "ws.vuepilot.com"}
+        async with httpx.AsyncClient(base_url=base, verify=_client_ctx(ca)) as client:
+            r = await client.get("/hello", headers=headers, extensions=ext)
+            assert r.status_code == 200
+            assert r.headers["set-cookie"].startswith("route=")
+            pre = await client.options(
+                "/socket.io/",
+                headers={
+                    **headers,
+                    "Origin": "https://app.vuepilot.com",
+                    "Access-Control-Request-Method": "POST",
+                },
+                extensions=ext,
+            )
+        assert pre.status_code == 204
+        assert pre.headers["access-control-allow-origin"] == "https://app.vuepilot.com"
+    # the status: written by the Lease holder only, once
+    await api.await_until(
+        lambda a: (
+            (a.get("Ingress", "vuepilot", "vuepilot-node") or {}).get("status", {})
+        ).get("loadBalancer", {}).get("ingress")
+        == [{"ip": "203.0.113.7"}],
+        timeout=WAIT,
+    )
+    writes = [
+        r
+        for r in api.requests
+        if r.resource == "ingresses/status" and r.verb in ("patch", "update")
+    ]
+    assert len(writes) == 1, writes
+    assert api.get("Secret", "ingress", "wslb-affinity") is not None
