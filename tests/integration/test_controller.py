@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
+import json
 import re
+import shutil
 import ssl
+import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,9 @@ import trustme
 import yaml
 
 from tests.integration.conftest import endpoints
+from tests.support.chat import CHAT, Redis, start_pod
 from tests.support.kubeapi import KubeAPI
-from tests.support.procs import ROOT, Proc, scaled
+from tests.support.procs import ROOT, Proc, Wslb, scaled
 
 FIXTURES = ROOT / "tests" / "fixtures"
 WAIT = scaled(20.0)
@@ -274,9 +278,11 @@ async def test_seed_objects_from_the_api(
     # the status: written by the Lease holder only, once
     await api.await_until(
         lambda a: (
-            (a.get("Ingress", "vuepilot", "vuepilot-node") or {}).get("status", {})
-        ).get("loadBalancer", {}).get("ingress")
-        == [{"ip": "203.0.113.7"}],
+            ((a.get("Ingress", "vuepilot", "vuepilot-node") or {}).get("status", {}))
+            .get("loadBalancer", {})
+            .get("ingress")
+            == [{"ip": "203.0.113.7"}]
+        ),
         timeout=WAIT,
     )
     writes = [
@@ -286,3 +292,171 @@ async def test_seed_objects_from_the_api(
     ]
     assert len(writes) == 1, writes
     assert api.get("Secret", "ingress", "wslb-affinity") is not None
+
+
+# --------------------------------------------------------------------------- Socket.IO
+
+
+@pytest.fixture(scope="module")
+def chat_pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Proc]]:
+    wd = tmp_path_factory.mktemp("chat")
+    redis = Redis(wd)
+    pods = [start_pod(f"pod-{i}", redis.url, wd) for i in range(4)]
+    yield pods
+    for p in pods:
+        p.stop()
+    redis.stop()
+
+
+def chat_objects(
+    pods: list[Proc], terminating: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    ing = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "chat",
+            "namespace": "chat",
+            "annotations": {"wslb.io/drain-window": "2"},
+        },
+        "spec": {
+            "ingressClassName": "wslb",
+            "rules": [
+                {
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "chat", "port": {"number": 80}}},
+                            }
+                        ]
+                    }
+                }
+            ],
+        },
+    }
+    return [
+        namespace("chat"),
+        ing,
+        service("chat", "chat", 80, "http"),
+        *endpoint_slice("chat", "chat", _pods(pods), terminating),
+    ]
+
+
+def _set_slices(api: KubeAPI, pods: list[Proc], terminating: frozenset[str] = frozenset()) -> None:
+    """The Service's EndpointSlices become ``pods`` (one slice per port): as the
+    EndpointSlice controller does, slices of pods that left are deleted."""
+    wanted = endpoint_slice("chat", "chat", _pods(pods), terminating)
+    names = {s["metadata"]["name"] for s in wanted}
+    api.apply_many(wanted)
+    for s in api.objects("EndpointSlice", "chat"):
+        if s["metadata"]["name"] not in names:
+            api.delete("EndpointSlice", "chat", s["metadata"]["name"])
+
+
+class Rounds:
+    """tests/node/chat_rounds.js: Node socket.io-client clients driven round by round."""
+
+    def __init__(self, url: str, n: int) -> None:
+        node = shutil.which("node")
+        if node is None or not (CHAT / "node_modules" / "socket.io-client").exists():
+            pytest.skip("node or the socket.io-client npm package is missing (make venv)")
+        self.proc = subprocess.Popen(
+            [node, str(ROOT / "tests" / "node" / "chat_rounds.js"), url, str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(scaled(60)):
+            line = await asyncio.to_thread(self.proc.stdout.readline)
+        assert line, "the Node clients exited"
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return await self.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def _statuses(proc: Proc) -> Counter[int]:
+    return Counter(int(m) for m in re.findall(r'" (\d{3}) \d+ [\d.]+ms', proc.output()))
+
+
+async def test_two_replicas_agree_with_no_secret_while_pods_come_and_go(
+    api: KubeAPI,
+    controller: Callable[..., Controller],
+    wslb: Callable[..., Wslb],
+    chat_pods: list[Proc],
+) -> None:
+    """30 Node clients (no cookies) through two replicas that a tcp listener spreads round
+    robin, neither given a secret: every message reaches everyone, no 400, while the
+    EndpointSlices go 3 -> 4 -> 2 pods (one terminating first)."""
+    api.apply_many(chat_objects(chat_pods[:3]))
+    replicas = [controller(["--port-map", "80=0,443=0"], f"wslb-{i}") for i in range(2)]
+    front = wslb(
+        {
+            "listeners": [
+                {"name": "lb", "address": "127.0.0.1", "port": 0, "protocol": "tcp", "backend": "r"}
+            ],
+            "backends": [
+                {
+                    "name": "r",
+                    "protocol": "tcp",
+                    "endpoints": [f"127.0.0.1:{r.port('http')}" for r in replicas],
+                }
+            ],
+        }
+    )
+    clients = Rounds(front.url("lb"), 30)
+    try:
+        ready = await clients.read()
+        assert ready["ready"], ready
+
+        def check(result: dict[str, Any], pods: set[str]) -> None:
+            for c in result["clients"]:
+                assert c["received"] == result["expected"] and c["dups"] == 0, c
+                assert c["pod"] in pods, c
+
+        check(await clients.ask("round three"), {"pod-0", "pod-1", "pod-2"})
+
+        _set_slices(api, chat_pods)  # 3 -> 4
+        for r in replicas:
+            r.wait_output(f":{chat_pods[3].info['port']}", timeout=WAIT)
+        check(await clients.ask("round four"), {"pod-0", "pod-1", "pod-2", "pod-3"})
+
+        # pod-0 terminating first (its clients are closed with 1012 and come back elsewhere),
+        # then pod-0 and pod-1 gone: 4 -> 2
+        ending = frozenset({f"127.0.0.1:{chat_pods[0].info['port']}"})
+        _set_slices(api, chat_pods, ending)
+        for r in replicas:
+            r.wait_output("(terminating)", timeout=WAIT)
+        _set_slices(api, chat_pods[2:])
+        live = {"pod-2", "pod-3"}
+        loop = asyncio.get_running_loop()
+        end = loop.time() + WAIT
+        while True:
+            where = await clients.ask("pods")
+            if all(c["pod"] in live and c["joined"] for c in where["clients"]):
+                break
+            assert loop.time() < end, where
+            await asyncio.sleep(0.2)
+        check(await clients.ask("round two"), live)
+        check(await clients.ask("round again"), live)
+    finally:
+        clients.stop()
+    for r in replicas:
+        statuses = _statuses(r)
+        assert statuses[400] == 0, statuses
+        out = r.output()
+        assert "configuration generation" not in out or "reload" not in out  # no reloads
+        assert "endpoints now" in out

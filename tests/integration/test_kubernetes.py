@@ -151,14 +151,36 @@ async def test_seed_manifests_run_as_they_are(
     assert pre.headers["access-control-allow-credentials"] == "true"
 
 
-def test_seed_check_warns(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "wslb", "check", "-f", SEEDS[0], "-f", SEEDS[1]],
+def _check(*extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wslb", "check", "-f", SEEDS[0], "-f", SEEDS[1], *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
     )
+
+
+def test_seed_check_without_pods_refuses_the_cluster_ip() -> None:
+    """The seed's Service (vuepilot-node, not in the files) with no pods given: wslb would
+    dial its cluster DNS name, a virtual IP balanced again by kube-proxy (the seed's "Session
+    ID unknown"); it refuses, says why and what to give it."""
+    res = _check()
+    assert res.returncode == 1, res.stderr
+    (line,) = [ln for ln in res.stderr.splitlines() if ": error: " in ln]
+    assert "seed-ingress.yaml:29: spec.rules[0].http.paths[0].backend: error:" in line
+    assert "virtual IP that kube-proxy balances again behind wslb" in line
+    for fix in (
+        "clusterIP: None",
+        "EndpointSlices",
+        "--endpoints vuepilot/vuepilot-node=",
+        "wslb controller",
+    ):
+        assert fix in line
+
+
+def test_seed_check_warns(tmp_path: Path) -> None:
+    res = _check("--endpoints", "vuepilot/vuepilot-node=10.0.0.5:8080")
     assert res.returncode == 0, res.stderr
     err = res.stderr
     assert (

@@ -286,6 +286,7 @@ CASES: dict[str, tuple[str, dict[str, str], Check]] = {
         _route(lambda r: r.admission.status == 429),
     ),
     WSLB + "max-tunnels": ("1000", {}, _backend(lambda b: b.max_tunnels == 1000)),
+    WSLB + "drain-window": ("5", {}, _backend(lambda b: b.drain_window == 5.0)),
     DO + "protocol": (
         "http",
         {},
@@ -493,14 +494,77 @@ def test_endpoint_sources_in_order(tmp_path: Path) -> None:
     # without slices: --endpoints (the helper gives app/api)
     config, _ = run(tmp_path, [ingress(), svc])
     assert [e.address for e in config.backends[0].endpoints] == ["10.0.0.1:8080"]
-    # without either: DNS of the Service name, on the target port, re-resolved
+    # without either, a ClusterIP Service is an error: its name is a virtual IP that
+    # kube-proxy would balance again behind wslb
     f = tmp_path / "n.yaml"
     f.write_text(yaml.safe_dump_all([ingress(), svc]))
+    objects, _ = load_objects([str(f)])
+    with pytest.raises(ConfigError) as refused:
+        translate(objects, ManifestOptions(dns_suffix="svc.example"))
+    (err,) = [i for i in refused.value.issues if i.severity == "error"]
+    assert err.key == "spec.rules[0].http.paths[0].backend"
+    assert "Service app/api has a cluster IP" in err.message
+    for fix in ("clusterIP: None", "EndpointSlices", "--endpoints app/api=", "wslb controller"):
+        assert fix in err.message
+    # a headless Service: DNS of its name (the pods), on the target port, re-resolved
+    headless = {**svc, "spec": {**svc["spec"], "clusterIP": "None"}}
+    f.write_text(yaml.safe_dump_all([ingress(), headless]))
     objects, _ = load_objects([str(f)])
     config, _issues = translate(objects, ManifestOptions(dns_suffix="svc.example"))
     backend = config.backends[0]
     assert [e.address for e in backend.endpoints] == ["api.app.svc.example:8080"]
     assert backend.discovery is not None
+    # from the API the slices are the whole truth: none is no endpoint, not an error
+    config, _issues = translate(objects, ManifestOptions(from_api=True))
+    assert config.backends[0].endpoints == ()
+
+
+def test_slice_conditions_and_ports_per_slice(tmp_path: Path) -> None:
+    """Ready (or null) serves, serving+terminating drains, not serving is left out; a named
+    target port is resolved in each slice; port 3000 -> targetPort 8080 dials the pods' 8080."""
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "namespace": "app"},
+        "spec": {"ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+    }
+
+    def slice_(name: str, port: int, eps: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "namespace": "app",
+                "labels": {"kubernetes.io/service-name": "api"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "web", "port": port}],
+            "endpoints": eps,
+        }
+
+    ending = {"ready": False, "serving": True, "terminating": True}
+    gone = {"ready": False, "serving": False, "terminating": True}
+    docs = [
+        ingress(),
+        svc,
+        slice_(
+            "a",
+            8080,
+            [{"addresses": ["10.1.0.1"]}, {"addresses": ["10.1.0.2"], "conditions": ending}],
+        ),
+        slice_(
+            "b",
+            9090,
+            [
+                {"addresses": ["10.1.0.3"], "conditions": {"ready": True}},
+                {"addresses": ["10.1.0.4"], "conditions": gone},
+            ],
+        ),
+    ]
+    config, _ = run(tmp_path, docs)
+    eps = {e.address: e.draining for e in config.backends[0].endpoints}
+    assert eps == {"10.1.0.1:8080": False, "10.1.0.3:9090": False, "10.1.0.2:8080": True}
 
 
 def test_ingress_class_filter_and_legacy_versions(tmp_path: Path) -> None:

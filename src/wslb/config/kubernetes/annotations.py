@@ -435,6 +435,16 @@ TABLE: tuple[Annotation, ...] = (
         "Open WebSockets at once per backend Service port of the Ingress (the smallest when "
         "Ingresses disagree); more handshakes get 503 with Retry-After. Divided among workers.",
     ),
+    Annotation(
+        WSLB + "drain-window",
+        "Ingress",
+        "supported",
+        parse_int(0),
+        "30",
+        "Seconds over which the WebSockets of a pod that leaves (or starts terminating) are "
+        "closed with 1012, spread evenly, so that its clients do not all reconnect at once "
+        "(the smallest when Ingresses disagree).",
+    ),
     # ---- DigitalOcean load balancer (on the type: LoadBalancer Service)
     _d(
         "protocol",

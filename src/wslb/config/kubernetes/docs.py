@@ -24,10 +24,15 @@ multi-document YAML or JSON):
 | `Secret` `kubernetes.io/tls` | certificates, chosen by SNI |
 | `ConfigMap` (the one `--configmap NAMESPACE/NAME` names) | ingress-nginx's global settings: defaults under the annotations ([below](#the-controllers-configmap)) |
 
-Endpoints of a backend come from, in order: EndpointSlices/Endpoints in the files,
-`--endpoints NS/SVC=HOST:PORT[,...]`, then DNS of `SVC.NS.svc.cluster.local`
-(`--dns-suffix`), re-resolved every 10 s, one endpoint per address: wslb routes straight to
-pods. `--port-map 80=18080,443=18443` binds the Service's ports elsewhere; `--certificates DIR`
+Endpoints of a backend are always pods, never a ClusterIP (whose virtual IP kube-proxy would
+balance again behind wslb, sending the requests of one Socket.IO session or affinity cookie to
+different pods: the seed's `400 Session ID unknown`). They come from, in order:
+EndpointSlices/Endpoints in the files (ready addresses serve; serving but terminating ones
+drain: no new sessions, their WebSockets closed with 1012 over `wslb.io/drain-window`; a named
+target port is resolved in each slice), `--endpoints NS/SVC=HOST:PORT[,...]`, then, for a
+headless Service (`clusterIP: None`) only, DNS of `SVC.NS.svc.cluster.local` (`--dns-suffix`)
+on its target port, re-resolved every 10 s. Any other Service without them is an error in
+`check`, `render` and `serve`, naming these fixes and controller mode. `--port-map 80=18080,443=18443` binds the Service's ports elsewhere; `--certificates DIR`
 holds `<certificate-id>.crt` and `.key`; `--bind-address` chooses the address (0.0.0.0).
 Affinity cookies are keyed with `--secret` (or `WSLB_SECRET`): give every replica the same one.
 

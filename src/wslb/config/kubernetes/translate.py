@@ -58,6 +58,8 @@ M = TypeVar("M", bound=BaseModel)
 
 SOCKET_IO_MIN = 45  # Socket.IO pingInterval 25 s + pingTimeout 20 s
 
+_DRAIN_WINDOW: float = BackendSpec.model_fields["drain_window"].default
+
 
 @dataclass
 class ManifestOptions:
@@ -101,6 +103,7 @@ class _Backend:
     protocol: str = "http"
     balance: str = "round_robin"
     max_tunnels: int | None = None
+    drain_window: int | None = None
 
 
 class Translator:
@@ -411,8 +414,12 @@ class Translator:
             proto = "http"
         balance = self.ingress_value(ing, "load-balance") or "round_robin"
         cap = self.annotation(ing, WSLB + "max-tunnels")
+        window = self.annotation(ing, WSLB + "drain-window")
         if backend_state is None:
-            self.backends[key] = _Backend(ref, port, ing, path, proto, balance, cap)
+            self.backends[key] = _Backend(ref, port, ing, path, proto, balance, cap, window)
+        elif window is not None:  # the smallest window holds
+            windows = [w for w in (backend_state.drain_window, window) if w is not None]
+            backend_state.drain_window = min(windows)
         elif cap is not None and backend_state.max_tunnels != cap:
             # several Ingresses cap the same Service: the smallest cap holds
             caps = [c for c in (backend_state.max_tunnels, cap) if c is not None]
@@ -655,6 +662,7 @@ class Translator:
             endpoints=tuple(endpoints),  # type: ignore[arg-type]
             balance=b.balance,  # type: ignore[arg-type]
             max_tunnels=b.max_tunnels,
+            drain_window=_DRAIN_WINDOW if b.drain_window is None else float(b.drain_window),
             keepalive=self._keepalive(keepalive, conns),
             health=health,
             proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
@@ -690,16 +698,40 @@ class Translator:
             )
         return self._model(lb, HealthSpec, fields, DO)
 
-    def _endpoints(self, b: _Backend) -> tuple[list[str] | None, DiscoverySpec | None]:
+    def _endpoints(
+        self, b: _Backend
+    ) -> tuple[list[str | dict[str, Any]] | None, DiscoverySpec | None]:
+        """The pods behind a backend: EndpointSlices (or Endpoints), else ``--endpoints``,
+        else, for a headless Service only, its DNS name. A ClusterIP is never dialled: its
+        virtual IP would balance a second time behind wslb (kube-proxy), so the requests of
+        one session would reach different pods."""
         ns, svc_name = b.ref.split("/", 1)
         svc = self.services.get(b.ref)
         port_name, target = self._service_port(b, svc)
         found = self._slice_endpoints(b.ref, port_name, target)
-        if found:
+        if found or self.opt.from_api:  # from the API: the slices are the whole truth
             return found, None
         explicit = self.opt.endpoints.get(b.ref)
         if explicit:
-            return explicit, None
+            return list(explicit), None
+        headless = svc is not None and svc.get("spec", "clusterIP") == "None"
+        if not headless and b.protocol != "tcp":
+            where = (
+                f"Service {b.ref} has a cluster IP"
+                if svc is not None
+                else f"Service {b.ref} is not in the files (nor its EndpointSlices)"
+            )
+            self.error(
+                b.source,
+                b.path,
+                f"{where}: its DNS name is a virtual IP that kube-proxy balances again behind "
+                "wslb, so the requests of one Socket.IO session or affinity cookie would reach "
+                "different pods (400 Session ID unknown); give wslb the pods: make the "
+                "Service headless (clusterIP: None), add its EndpointSlices to the files, "
+                f"give --endpoints {b.ref}=POD_IP:PORT,..., or run wslb controller, which "
+                "reads the EndpointSlices from the API",
+            )
+            return None, None
         if isinstance(target, str) or target is None:
             self.error(
                 b.source,
@@ -740,9 +772,13 @@ class Translator:
 
     def _slice_endpoints(
         self, ref: str, port_name: str | None, target: int | str | None
-    ) -> list[str]:
+    ) -> list[str | dict[str, Any]]:
+        """Ready addresses (``ready`` null counts as ready) serve; serving but terminating
+        ones are draining (no new sessions, their WebSockets closed over the drain window);
+        the others are left out. Each slice names its own port numbers."""
         ns, name = ref.split("/", 1)
-        out: list[str] = []
+        ready: set[str] = set()
+        ending: set[str] = set()
         for s in self.by_kind.get("EndpointSlice", []):
             labels = s.get("metadata", "labels") or {}
             if s.namespace != ns or labels.get("kubernetes.io/service-name") != name:
@@ -752,19 +788,24 @@ class Translator:
                 continue
             for e in s.get("endpoints") or []:
                 cond = e.get("conditions") or {}
-                if cond.get("ready") is False:
-                    continue
-                out += [_hostport(a, port) for a in e.get("addresses") or []]
+                addrs = {_hostport(a, port) for a in e.get("addresses") or []}
+                if cond.get("ready") is not False:
+                    ready |= addrs
+                elif cond.get("serving") and cond.get("terminating"):
+                    ending |= addrs
+        out: list[str | dict[str, Any]] = []
         ep_obj = next((o for o in self.by_kind.get("Endpoints", []) if o.ref == ref), None)
         if ep_obj is not None:
             for sub in ep_obj.get("subsets") or []:
                 port = self._pick_port(sub.get("ports") or [], port_name, target)
                 if port is None:
                     continue
-                out += [
+                ready |= {
                     _hostport(a.get("ip"), port) for a in sub.get("addresses") or [] if a.get("ip")
-                ]
-        return sorted(set(out))
+                }
+        out += sorted(ready)
+        out += [{"address": a, "draining": True} for a in sorted(ending - ready)]
+        return out
 
     @staticmethod
     def _pick_port(ports: list[Any], port_name: str | None, target: int | str | None) -> int | None:
