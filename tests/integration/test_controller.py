@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import httpx
 import pytest
 import trustme
 import yaml
+from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints
 from tests.support.chat import CHAT, Redis, start_pod
@@ -458,5 +460,179 @@ async def test_two_replicas_agree_with_no_secret_while_pods_come_and_go(
         statuses = _statuses(r)
         assert statuses[400] == 0, statuses
         out = r.output()
-        assert "configuration generation" not in out or "reload" not in out  # no reloads
+        assert _reloads(r) == 0, out  # endpoint changes: no reload
         assert "endpoints now" in out
+
+
+# --------------------------------------------------------------------------- resilience
+
+
+def shop_objects(backends: list[Proc], secret: dict[str, Any]) -> list[dict[str, Any]]:
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    ing = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {
+            "ingressClassName": "wslb",
+            "tls": [{"hosts": ["app.example.com"], "secretName": "shop-tls"}],
+            "rules": [
+                {
+                    "host": "app.example.com",
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+                }
+            ],
+        },
+    }
+    return [
+        namespace("shop"),
+        secret,
+        ing,
+        service("shop", "web", 80, "http"),
+        *endpoint_slice("shop", "web", _pods(backends[:2])),
+    ]
+
+
+def _reloads(proc: Proc) -> int:
+    """Reloads worker 0 applied (a change of endpoints alone is none)."""
+    return len(re.findall(r"worker 0: configuration generation \d+ applied", proc.output()))
+
+
+def _serial(port: int, ca: trustme.CA) -> int:
+    from cryptography import x509
+
+    ctx = _client_ctx(ca)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="app.example.com") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_watches_cut_expired_forbidden_api_gone_secret_renewed(
+    api: KubeAPI,
+    controller: Callable[..., Controller],
+    backends: list[Proc],
+    ca: trustme.CA,
+) -> None:
+    first_cert = ca.issue_cert("app.example.com")
+    api.apply_many(shop_objects(backends, tls_secret("shop", "shop-tls", first_cert)))
+    lb = controller(["--port-map", "80=0,443=0", "--workers", "2"])
+    https = lb.port("https")
+    base = f"https://127.0.0.1:{https}"
+    ext = {"sni_hostname": "app.example.com"}
+    headers = {"Host": "app.example.com"}
+    watches = api.open_watches()
+    kept = httpx.AsyncClient(base_url=base, verify=_client_ctx(ca))  # one connection, kept
+    ws_ctx = _client_ctx(ca)
+    async with (
+        kept,
+        connect(
+            f"wss://app.example.com:{https}/ws",
+            host="127.0.0.1",
+            ssl=ws_ctx,
+            open_timeout=scaled(10),
+        ) as ws,
+    ):
+        assert (await kept.get("/a", headers=headers, extensions=ext)).status_code == 200
+        assert _serial(https, ca) == x509_serial(first_cert)
+        reloads = _reloads(lb)
+
+        async def traffic_ok() -> None:
+            r = await kept.get("/b", headers=headers, extensions=ext)
+            assert r.status_code == 200
+            await ws.send("whoami")
+            assert await ws.recv()
+
+        # a watch cut mid-stream: resumed from its resourceVersion, nothing reloaded
+        assert api.cut_watches() == watches
+        await api.await_until(lambda a: a.open_watches() == watches, timeout=WAIT)
+        lists = api.count("list", "ingresses")
+        # an expired resourceVersion: relisted (once), nothing reloaded
+        api.compact()
+        api.cut_watches()
+        await api.await_until(
+            lambda a: a.count("list", "ingresses") == lists + 1 and a.open_watches() == watches,
+            timeout=WAIT,
+        )
+        await traffic_ok()
+        # a verb the service account lacks: said once, naming it, and retried
+        api.forbid("watch", "endpointslices")
+        api.cut_watches()
+        lb.wait_output("may not watch endpointslices (API group discovery.k8s.io)", WAIT)
+        api.allow("watch", "endpointslices")
+        # the API gone for 30 s: traffic unaffected
+        api.pause()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while loop.time() < end:
+            await traffic_ok()
+            await asyncio.sleep(0.5)
+        api.resume()
+        await api.await_until(lambda a: a.open_watches() == watches, timeout=scaled(60))
+        assert _reloads(lb) == reloads, lb.output()
+        assert lb.output().count("may not watch endpointslices") == 1
+        # the state converged: a change made now is applied (without a reload: endpoints)
+        api.apply_many(endpoint_slice("shop", "web", _pods(backends)))
+        lb.wait_output(f":{backends[2].info['port']}", WAIT)
+        assert _reloads(lb) == reloads
+
+        # a cert-manager renewal: new handshakes get the new certificate, open connections
+        # (the kept HTTP/1.1 one, the WebSocket) go on
+        renewed = ca.issue_cert("app.example.com")
+        api.apply(tls_secret("shop", "shop-tls", renewed))
+        lb.wait_output("worker 1: configuration generation", WAIT)
+        await _wait_for(lambda: _serial(https, ca) == x509_serial(renewed), "the new cert")
+        await traffic_ok()
+        assert _reloads(lb) == reloads + 1
+
+        # an invalid Ingress: reported on it (a Warning Event and the log), the rest serves
+        bad = copy_ingress(api, "shop", "shop", "broken", host="bad.example.com")
+        bad["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "soon"}
+        api.apply(bad)
+        await api.await_until(
+            lambda a: any(
+                e.get("involvedObject", {}).get("name") == "broken"
+                and e.get("type") == "Warning"
+                and "proxy-read-timeout" in e.get("message", "")
+                for e in a.objects("Event", "shop")
+            ),
+            timeout=WAIT,
+        )
+        lb.wait_output("Ingress shop/broken", WAIT)
+        await traffic_ok()
+
+        # a burst: 20 Ingresses applied at once are one reload
+        before = _reloads(lb)
+        api.apply_many(
+            copy_ingress(api, "shop", "shop", f"burst-{i}", host=f"b{i}.example.com")
+            for i in range(20)
+        )
+        await _wait_for(lambda: _reloads(lb) > before, "the burst's reload")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{lb.port('http')}") as plain:
+            r = await plain.get("/", headers={"Host": "b19.example.com"})
+            assert r.status_code in (200, 308), r
+        assert _reloads(lb) == before + 1, lb.output()
+        await traffic_ok()
+
+
+def x509_serial(cert: trustme.LeafCert) -> int:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).serial_number
+
+
+def copy_ingress(api: KubeAPI, ns: str, name: str, new: str, host: str) -> dict[str, Any]:
+    ing = api.get("Ingress", ns, name)
+    assert ing is not None
+    spec = json.loads(json.dumps(ing["spec"]))
+    spec.pop("tls", None)
+    spec["rules"][0]["host"] = host
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": new, "namespace": ns},
+        "spec": spec,
+    }

@@ -19,8 +19,11 @@ import yaml
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints
-from tests.support.procs import ROOT, Proc, scaled, start_backend
+from tests.support.procs import ROOT, Proc, Wslb, scaled, start_backend
 from tests.support.raw import raw_exchange, status_of
+from wslb.cli import render_yaml
+from wslb.config.kubernetes.objects import load_objects
+from wslb.config.kubernetes.translate import ManifestOptions, translate
 
 FIXTURES = ROOT / "tests" / "fixtures"
 SEEDS = [str(FIXTURES / "seed-ingress.yaml"), str(FIXTURES / "seed-service.yaml")]
@@ -379,3 +382,64 @@ async def test_affinity_survives_scaling_from_3_to_4_endpoints(
             assert kept < len(sessions)  # ... and some do: the new endpoint gets its share
     finally:
         fourth.stop()
+
+
+async def test_from_the_api_no_ready_pod_is_503_and_draining_pods_take_no_sessions(
+    wslb: Callable[..., Wslb], backends: list[Proc], tmp_path: Path
+) -> None:
+    """Controller mode's translation (``from_api``) served for real: a Service without
+    EndpointSlices is a backend with no endpoints, which answers 503 with Retry-After (no
+    DNS, no error); a serving but terminating pod is kept, draining, and gets no requests."""
+    a, b, _c = (p.info["port"] for p in backends)
+
+    def path(p: str, svc: str) -> dict[str, Any]:
+        return {
+            "path": p,
+            "pathType": "Prefix",
+            "backend": {"service": {"name": svc, "port": {"number": 80}}},
+        }
+
+    docs = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "shop", "namespace": "shop"},
+            "spec": {"rules": [{"http": {"paths": [path("/gone", "gone"), path("/", "live")]}}]},
+        },
+        _service("gone"),
+        _service("live"),
+        {
+            **_slice("live", 0, a),
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        },
+        {
+            **_slice("live", 1, b),
+            "endpoints": [
+                {
+                    "addresses": ["127.0.0.1"],
+                    "conditions": {"ready": False, "serving": True, "terminating": True},
+                }
+            ],
+        },
+    ]
+    manifest = tmp_path / "api.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    objects, issues = load_objects([str(manifest)])
+    assert not issues, issues
+    config, issues = translate(
+        objects,
+        ManifestOptions(from_api=True, port_map={80: 0, 443: 0}, bind_address="127.0.0.1"),
+    )
+    assert not [i for i in issues if i.severity == "error"], issues
+    by_name = {be.name: be for be in config.backends}
+    assert by_name["shop/gone:80"].endpoints == ()
+    assert {(e.port, e.draining) for e in by_name["shop/live:80"].endpoints} == {
+        (a, False),
+        (b, True),
+    }
+    lb = wslb(yaml.safe_load(render_yaml(config)))
+    async with httpx.AsyncClient(base_url=lb.url("http"), timeout=30) as client:
+        r = await client.get("/gone/x")
+        assert r.status_code == 503 and r.headers["retry-after"], r
+        servers = {(await client.get(f"/x{i}")).headers["x-server"] for i in range(10)}
+        assert servers == {"a"}

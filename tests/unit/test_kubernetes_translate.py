@@ -67,7 +67,8 @@ def run(
     f = tmp_path / "m.yaml"
     f.write_text(yaml.safe_dump_all(docs))
     objects, issues = load_objects([str(f)])
-    options = ManifestOptions(endpoints={"app/api": ["10.0.0.1:8080"]}, **opts)
+    given = {"app/api": ["10.0.0.1:8080"], **opts.pop("endpoints", {})}
+    options = ManifestOptions(endpoints=given, **opts)
     try:
         config, more = translate(objects, options)
     except ConfigError as exc:
@@ -468,103 +469,294 @@ def test_seed_fixtures_as_published() -> None:
     assert [lst.port for lst in config.listeners] == [80, 443]
 
 
-def test_endpoint_sources_in_order(tmp_path: Path) -> None:
-    svc = {
+def service(ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "api", "namespace": "app"},
-        "spec": {"ports": [{"name": "web", "port": 80, "targetPort": 8080}]},
+        "spec": {"ports": ports, **spec},
     }
-    slice_ = {
+
+
+def endpoint_slice(
+    name: str,
+    eps: list[dict[str, Any]],
+    ports: list[dict[str, Any]] | None = None,
+    address_type: str = "IPv4",
+) -> dict[str, Any]:
+    return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": "api-x",
+            "name": name,
             "namespace": "app",
             "labels": {"kubernetes.io/service-name": "api"},
         },
-        "ports": [{"name": "web", "port": 8080}],
-        "endpoints": [
-            {"addresses": ["10.1.0.1"]},
-            {"addresses": ["10.1.0.2"], "conditions": {"ready": False}},
-        ],
+        "addressType": address_type,
+        "ports": [{"name": "web", "port": 8080}] if ports is None else ports,
+        "endpoints": eps,
     }
+
+
+def translated(
+    tmp_path: Path, docs: list[dict[str, Any]], **opts: Any
+) -> tuple[Config | None, list[ConfigIssue]]:
+    """``run`` without the helper's --endpoints: the files (and ``opts``) alone."""
+    f = tmp_path / "alone.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    objects, issues = load_objects([str(f)])
+    assert not issues, issues
+    try:
+        config, more = translate(objects, ManifestOptions(**opts))
+    except ConfigError as exc:
+        return None, exc.issues
+    return config, more
+
+
+def addresses(config: Config | None) -> dict[str, bool]:
+    """address -> draining, of the only backend."""
+    assert config is not None
+    return {e.address: e.draining for e in config.backends[0].endpoints}
+
+
+def the_error(issues: list[ConfigIssue]) -> ConfigIssue:
+    (err,) = [i for i in issues if i.severity == "error"]
+    return err
+
+
+FIXES = ("clusterIP: None", "EndpointSlices", "--endpoints app/api=", "wslb controller")
+
+
+def test_endpoint_sources_in_order(tmp_path: Path) -> None:
+    svc = service([{"name": "web", "port": 80, "targetPort": 8080}])
+    slice_ = endpoint_slice(
+        "api-x",
+        [{"addresses": ["10.1.0.1"]}, {"addresses": ["10.1.0.2"], "conditions": {"ready": False}}],
+    )
     config, _ = run(tmp_path, [ingress(), svc, slice_])
-    assert [e.address for e in config.backends[0].endpoints] == ["10.1.0.1:8080"]
+    assert addresses(config) == {"10.1.0.1:8080": False}
     # without slices: --endpoints (the helper gives app/api)
     config, _ = run(tmp_path, [ingress(), svc])
-    assert [e.address for e in config.backends[0].endpoints] == ["10.0.0.1:8080"]
+    assert addresses(config) == {"10.0.0.1:8080": False}
     # without either, a ClusterIP Service is an error: its name is a virtual IP that
     # kube-proxy would balance again behind wslb
-    f = tmp_path / "n.yaml"
-    f.write_text(yaml.safe_dump_all([ingress(), svc]))
-    objects, _ = load_objects([str(f)])
-    with pytest.raises(ConfigError) as refused:
-        translate(objects, ManifestOptions(dns_suffix="svc.example"))
-    (err,) = [i for i in refused.value.issues if i.severity == "error"]
-    assert err.key == "spec.rules[0].http.paths[0].backend"
+    config, issues = translated(tmp_path, [ingress(), svc], dns_suffix="svc.example")
+    assert config is None
+    err = the_error(issues)
+    assert err.key == "spec.rules[0].http.paths[0].backend" and err.line is not None
     assert "Service app/api has a cluster IP" in err.message
-    for fix in ("clusterIP: None", "EndpointSlices", "--endpoints app/api=", "wslb controller"):
+    assert "virtual IP that kube-proxy balances again behind wslb" in err.message
+    assert "Engine.IO sessions break" in err.message and "different pods" in err.message
+    for fix in FIXES:
+        assert fix in err.message
+    # a cluster IP written out, or a Service that is not in the files: the same
+    config, issues = translated(
+        tmp_path, [ingress(), {**svc, "spec": {**svc["spec"], "clusterIP": "10.245.0.7"}}]
+    )
+    assert config is None and "has a cluster IP" in the_error(issues).message
+    config, issues = translated(tmp_path, [ingress()])
+    assert config is None
+    err = the_error(issues)
+    assert "Service app/api is not in the files" in err.message
+    assert "cannot know whether it is headless" in err.message
+    for fix in FIXES:
         assert fix in err.message
     # a headless Service: DNS of its name (the pods), on the target port, re-resolved
     headless = {**svc, "spec": {**svc["spec"], "clusterIP": "None"}}
-    f.write_text(yaml.safe_dump_all([ingress(), headless]))
-    objects, _ = load_objects([str(f)])
-    config, _issues = translate(objects, ManifestOptions(dns_suffix="svc.example"))
+    config, issues = translated(tmp_path, [ingress(), headless], dns_suffix="svc.example")
+    assert config is not None
     backend = config.backends[0]
     assert [e.address for e in backend.endpoints] == ["api.app.svc.example:8080"]
     assert backend.discovery is not None
-    # from the API the slices are the whole truth: none is no endpoint, not an error
-    config, _issues = translate(objects, ManifestOptions(from_api=True))
-    assert config.backends[0].endpoints == ()
+    assert any("headless" in i.message and i.severity == "info" for i in issues)
+    # ... and its slices first when the files have them
+    config, _ = translated(tmp_path, [ingress(), headless, slice_])
+    assert addresses(config) == {"10.1.0.1:8080": False}
+    assert config is not None and config.backends[0].discovery is None
+    # a headless Service with a named target port and no slices: no port to dial
+    named = service([{"name": "web", "port": 80, "targetPort": "http"}], clusterIP="None")
+    config, issues = translated(tmp_path, [ingress(), named])
+    assert config is None and "the target port is named 'http'" in the_error(issues).message
+
+
+def test_from_the_api_endpoints_are_the_slices_alone(tmp_path: Path) -> None:
+    """Controller mode: no slices, or none ready, is a backend with no endpoints (503), not
+    an error, and never DNS nor --endpoints."""
+    svc = service([{"name": "web", "port": 80, "targetPort": 8080}])
+    for docs in (
+        [ingress(), svc],
+        [ingress()],  # the Service is not there (yet)
+        [
+            ingress(),
+            svc,
+            endpoint_slice("api-x", [{"addresses": ["10.1.0.2"], "conditions": {"ready": False}}]),
+        ],
+    ):
+        config, issues = translated(
+            tmp_path, docs, from_api=True, endpoints={"app/api": ["10.9.9.9:1"]}
+        )
+        assert config is not None, issues
+        assert config.backends[0].endpoints == ()
+        assert config.backends[0].discovery is None
+        assert not [i for i in issues if i.severity == "error"]
+    config, _ = translated(
+        tmp_path,
+        [ingress(), svc, endpoint_slice("a", [{"addresses": ["10.1.0.1"]}])],
+        from_api=True,
+    )
+    assert addresses(config) == {"10.1.0.1:8080": False}
+
+
+def test_service_port_3000_to_target_8080_dials_the_pods_on_8080(tmp_path: Path) -> None:
+    """The virtual IP answers on 3000, the pods on 8080: wslb dials the pods' 8080."""
+    ing = ingress()
+    ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {"number": 3000}
+    svc = service([{"port": 3000, "targetPort": 8080}])  # one port, no name
+    slice_ = endpoint_slice(
+        "api-x", [{"addresses": ["10.1.0.1"]}, {"addresses": ["10.1.0.2"]}], [{"port": 8080}]
+    )
+    config, _ = translated(tmp_path, [ing, svc, slice_])
+    assert addresses(config) == {"10.1.0.1:8080": False, "10.1.0.2:8080": False}
+    # the legacy Endpoints object: the same; notReadyAddresses are not served
+    legacy = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "api", "namespace": "app"},
+        "subsets": [
+            {
+                "addresses": [{"ip": "10.1.0.3"}],
+                "notReadyAddresses": [{"ip": "10.1.0.4"}],
+                "ports": [{"port": 8080}],
+            }
+        ],
+    }
+    config, _ = translated(tmp_path, [ing, svc, legacy])
+    assert addresses(config) == {"10.1.0.3:8080": False}
 
 
 def test_slice_conditions_and_ports_per_slice(tmp_path: Path) -> None:
     """Ready (or null) serves, serving+terminating drains, not serving is left out; a named
-    target port is resolved in each slice; port 3000 -> targetPort 8080 dials the pods' 8080."""
-    svc = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "api", "namespace": "app"},
-        "spec": {"ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
-    }
-
-    def slice_(name: str, port: int, eps: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": name,
-                "namespace": "app",
-                "labels": {"kubernetes.io/service-name": "api"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "web", "port": port}],
-            "endpoints": eps,
-        }
-
+    target port is resolved in each slice (its port of the Service port's name), so two
+    slices of one Service give different numbers."""
+    svc = service([{"name": "web", "port": 80, "targetPort": "http"}])
     ending = {"ready": False, "serving": True, "terminating": True}
     gone = {"ready": False, "serving": False, "terminating": True}
+    unready = {"ready": False, "serving": False}  # not ready, not terminating
+    deferred = {"ready": False, "terminating": True}  # serving null: as ready says
     docs = [
         ingress(),
         svc,
-        slice_(
+        endpoint_slice(
             "a",
-            8080,
             [{"addresses": ["10.1.0.1"]}, {"addresses": ["10.1.0.2"], "conditions": ending}],
         ),
-        slice_(
+        endpoint_slice(
             "b",
-            9090,
             [
                 {"addresses": ["10.1.0.3"], "conditions": {"ready": True}},
                 {"addresses": ["10.1.0.4"], "conditions": gone},
+                {"addresses": ["10.1.0.5"], "conditions": unready},
+                {"addresses": ["10.1.0.6"], "conditions": deferred},
             ],
+            [{"name": "metrics", "port": 9100}, {"name": "web", "port": 9090}],
         ),
     ]
-    config, _ = run(tmp_path, docs)
-    eps = {e.address: e.draining for e in config.backends[0].endpoints}
-    assert eps == {"10.1.0.1:8080": False, "10.1.0.3:9090": False, "10.1.0.2:8080": True}
+    config, issues = translated(tmp_path, docs)
+    assert addresses(config) == {
+        "10.1.0.1:8080": False,
+        "10.1.0.3:9090": False,
+        "10.1.0.2:8080": True,
+    }, issues
+    assert config is not None
+    (spec,) = [e for e in config.backends[0].endpoints if e.draining]
+    assert spec.model_dump() == {"address": "10.1.0.2:8080", "weight": 1, "draining": True}
+
+
+def test_slices_merged_across_address_types(tmp_path: Path) -> None:
+    """Several slices of one Service merge, each address once; ready in one slice wins over
+    draining in another; IPv6 addresses in brackets, FQDN slices by name."""
+    svc = service([{"name": "web", "port": 80, "targetPort": 8080}])
+    ending = {"ready": False, "serving": True, "terminating": True}
+    docs = [
+        ingress(),
+        svc,
+        endpoint_slice("a", [{"addresses": ["10.1.0.1"]}, {"addresses": ["10.1.0.2"]}]),
+        endpoint_slice(
+            "b",
+            [
+                {"addresses": ["10.1.0.2"], "conditions": ending},  # ready in "a"
+                {"addresses": ["10.1.0.1"]},  # twice
+                {"addresses": ["10.1.0.9"], "conditions": ending},
+            ],
+        ),
+        endpoint_slice("c", [{"addresses": ["fd00::1"]}], address_type="IPv6"),
+        endpoint_slice("d", [{"addresses": ["pod-a.example.internal"]}], address_type="FQDN"),
+    ]
+    config, _ = translated(tmp_path, docs)
+    assert addresses(config) == {
+        "10.1.0.1:8080": False,
+        "10.1.0.2:8080": False,
+        "10.1.0.9:8080": True,
+        "[fd00::1]:8080": False,
+        "pod-a.example.internal:8080": False,
+    }
+    assert config is not None
+    assert [e.port for e in config.backends[0].endpoints] == [8080] * 5
+
+
+def test_slice_ports_as_ingress_nginx_reads_them(tmp_path: Path) -> None:
+    """No port of the Service port's name: a numbered target port as it is; no ports at all:
+    the target port; a port of another protocol or without a number is not the one."""
+    svc = service([{"name": "web", "port": 80, "targetPort": 8080}, {"name": "dns", "port": 53}])
+    docs = [
+        ingress(),
+        svc,
+        endpoint_slice("a", [{"addresses": ["10.1.0.1"]}], [{"name": "renamed", "port": 7000}]),
+        endpoint_slice("b", [{"addresses": ["10.1.0.2"]}], []),
+        endpoint_slice(
+            "c",
+            [{"addresses": ["10.1.0.3"]}],
+            [{"name": "web", "port": 9999, "protocol": "UDP"}, {"name": "web2"}],
+        ),
+    ]
+    config, _ = translated(tmp_path, docs)
+    assert addresses(config) == {"10.1.0.1:8080": False, "10.1.0.2:8080": False}
+
+
+def test_external_name_services_are_their_name(tmp_path: Path) -> None:
+    """No cluster IP in between: the external name on the target port, re-resolved; never a
+    loopback name (as ingress-nginx)."""
+    ext = service([{"port": 80, "targetPort": 8443}], type="ExternalName")
+    ext["spec"]["externalName"] = "api.partner.example."
+    config, _ = translated(tmp_path, [ingress(), ext])
+    assert config is not None
+    assert [e.address for e in config.backends[0].endpoints] == ["api.partner.example:8443"]
+    assert config.backends[0].discovery is not None
+    # without ports: the Ingress's port; from the API too
+    ext["spec"]["ports"] = []
+    config, _ = translated(tmp_path, [ingress(), ext], from_api=True)
+    assert config is not None
+    assert [e.address for e in config.backends[0].endpoints] == ["api.partner.example:80"]
+    ext["spec"]["externalName"] = "127.0.0.1"
+    config, issues = translated(tmp_path, [ingress(), ext])
+    assert config is None
+    err = the_error(issues)
+    assert err.key == "spec.externalName" and "loopback" in err.message
+
+
+def test_tcp_ports_need_the_pods_too(tmp_path: Path) -> None:
+    """A tcp port of the LoadBalancer Service forwards to that Service's pods: its cluster IP
+    is not dialled either (kube-proxy would balance behind wslb's health checks and counts)."""
+    svc = lb_service({DO + "protocol": "tcp"}, ports=[{"name": "db", "port": 5432}])
+    config, issues = translated(tmp_path, [svc])
+    assert config is None
+    err = the_error(issues)
+    assert "Service ingress/edge has a cluster IP" in err.message
+    assert "--endpoints ingress/edge=" in err.message and "wslb controller" in err.message
+    assert "clusterIP: None" not in err.message  # a LoadBalancer Service is never headless
+    config, _ = translated(tmp_path, [svc], endpoints={"ingress/edge": ["10.0.0.8:5432"]})
+    assert config is not None and config.backends[0].protocol == "tcp"
+    assert [e.address for e in config.backends[0].endpoints] == ["10.0.0.8:5432"]
 
 
 def test_ingress_class_filter_and_legacy_versions(tmp_path: Path) -> None:
@@ -614,10 +806,7 @@ def test_socket_io_timeout_warning(tmp_path: Path) -> None:
 
 def test_sticky_sessions_on_tcp_ports_warn(tmp_path: Path) -> None:
     svc = lb_service({**STICKY, DO + "protocol": "tcp"}, ports=[{"name": "db", "port": 5432}])
-    config, issues = run(
-        tmp_path,
-        [svc],
-    )
+    config, issues = run(tmp_path, [svc], endpoints={"ingress/edge": ["10.0.0.8:5432"]})
     assert warned(issues, "sticky sessions cannot work on tcp port 5432")
     assert config is not None and config.listeners[0].protocol == "tcp"
 
@@ -701,7 +890,10 @@ def test_objects_of_the_wrong_shape_are_errors_with_lines(tmp_path: Path) -> Non
     config, issues = run(tmp_path, [bad_ingress, service])
     assert config is None
     found = {(i.key, i.message) for i in issues if i.severity == "error" and i.line}
-    assert ("spec.rules[1].http.paths[0]", "Ingress web: must be a mapping, not int") in found
+    assert (
+        "spec.rules[1].http.paths[0]",
+        "Ingress web: must be a mapping, not an integer",
+    ) in found
     assert ("spec.tls", "Ingress web: must be a list, not a string") in found
     assert ("spec.ports[0].port", "Service api: must be a port number (1-65535), not -1") in found
     assert (

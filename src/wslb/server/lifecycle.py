@@ -323,7 +323,10 @@ class Worker:
                 for spec in config.listeners:
                     cur = current.get(spec.name)
                     if cur is None or _needs_socket(cur.state.spec, spec):
-                        fresh[spec.name] = bind_socket(spec.address, spec.port)
+                        port = spec.port
+                        if port == 0 and cur is not None and cur.state.spec.port == 0:
+                            port = cur.port  # port 0 was resolved once: keep the port
+                        fresh[spec.name] = bind_socket(spec.address, port)
             except OSError as exc:
                 for unused in fresh.values():
                     unused.close()

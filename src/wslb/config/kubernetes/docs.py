@@ -20,19 +20,35 @@ multi-document YAML or JSON):
 | `Ingress` (`networking.k8s.io/v1`, `v1beta1`, `extensions/v1beta1`) | routes: exact and `*.` hosts, paths with `Exact`, `Prefix`, `ImplementationSpecific` (as prefix), Ingress precedence (exact host, then wildcard, then any; Exact path, then longest prefix), `defaultBackend`, `tls` hosts and Secrets; `ingressClassName` / `kubernetes.io/ingress.class` filtered by `--ingress-class` |
 | `Service` `type: LoadBalancer` | wslb's listeners, one per port, from its `do-loadbalancer-*` annotations (with none: HTTP on 80, HTTPS on 443, as ingress-nginx) |
 | other `Service` | port names and target ports of the backends the Ingresses name |
-| `EndpointSlice`, `Endpoints` | ready endpoint addresses (first source) |
+| `EndpointSlice`, `Endpoints` | the pods of each Service, the first source of endpoints: ready addresses serve, serving but terminating ones drain, the others are left out; a Service port is found in each slice by its name (its number can differ from slice to slice); IPv4, IPv6 and FQDN slices, merged, each address once |
 | `Secret` `kubernetes.io/tls` | certificates, chosen by SNI |
 | `ConfigMap` (the one `--configmap NAMESPACE/NAME` names) | ingress-nginx's global settings: defaults under the annotations ([below](#the-controllers-configmap)) |
 
-Endpoints of a backend are always pods, never a ClusterIP (whose virtual IP kube-proxy would
-balance again behind wslb, sending the requests of one Socket.IO session or affinity cookie to
-different pods: the seed's `400 Session ID unknown`). They come from, in order:
-EndpointSlices/Endpoints in the files (ready addresses serve; serving but terminating ones
-drain: no new sessions, their WebSockets closed with 1012 over `wslb.io/drain-window`; a named
-target port is resolved in each slice), `--endpoints NS/SVC=HOST:PORT[,...]`, then, for a
-headless Service (`clusterIP: None`) only, DNS of `SVC.NS.svc.cluster.local` (`--dns-suffix`)
-on its target port, re-resolved every 10 s. Any other Service without them is an error in
-`check`, `render` and `serve`, naming these fixes and controller mode. `--port-map 80=18080,443=18443` binds the Service's ports elsewhere; `--certificates DIR`
+Endpoints of a backend are always pods, never a ClusterIP: a Service's virtual IP is balanced
+again by kube-proxy behind wslb, so cookie affinity and Engine.IO sessions would break (the
+requests of one Socket.IO session reaching different pods: the seed's `400 Session ID
+unknown`), and with `port: 3000, targetPort: 8080` nothing answers on the target port of that
+IP. They come from, in order:
+
+1. EndpointSlices (or legacy Endpoints) in the files: ready addresses (`ready` null counts as
+   ready) serve; `ready: false` but `serving` and `terminating` ones drain (no new sessions,
+   their WebSockets closed with 1012 over `wslb.io/drain-window`); the others are left out,
+   as are the Endpoints' `notReadyAddresses`. The target port is resolved in each slice: its
+   port named as the Service port gives the number, so two slices can give two numbers;
+2. `--endpoints NS/SVC=HOST:PORT[,...]`;
+3. for a headless Service (`clusterIP: None`, whose DNS name gives one address per pod) only,
+   DNS of `SVC.NS.svc.cluster.local` (`--dns-suffix`) on its target port, re-resolved every
+   10 s (a named target port has no number there: an error); an `ExternalName` Service is its
+   `externalName` on its target port, re-resolved (never a loopback address).
+
+Any other Service, one with a cluster IP or one that is not in the files (wslb cannot know
+that it is headless), is an error on the Ingress backend in `check`, `render` and `serve` (and
+on the tcp ports of a LoadBalancer Service, which forward to its own pods), naming the
+fixes: `clusterIP: None`, its EndpointSlices in the files, `--endpoints`, or
+`wslb controller`, which reads the EndpointSlices from the API: there they are the whole
+truth, and a Service without a ready pod is a backend with no endpoints (503, `Retry-After`).
+
+`--port-map 80=18080,443=18443` binds the Service's ports elsewhere; `--certificates DIR`
 holds `<certificate-id>.crt` and `.key`; `--bind-address` chooses the address (0.0.0.0).
 Affinity cookies are keyed with `--secret` (or `WSLB_SECRET`): give every replica the same one.
 

@@ -12,7 +12,7 @@ from wslb.config.kubernetes.schema import shape_errors
 from wslb.config.source import Locator, Path, load_documents
 from wslb.errors import ConfigIssue
 
-KINDS = ("Ingress", "Service", "EndpointSlice", "Endpoints", "Secret", "ConfigMap")
+KINDS = ("Ingress", "Service", "EndpointSlice", "Endpoints", "Secret", "ConfigMap", "IngressClass")
 
 
 @dataclass

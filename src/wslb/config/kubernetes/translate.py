@@ -702,35 +702,28 @@ class Translator:
         self, b: _Backend
     ) -> tuple[list[str | dict[str, Any]] | None, DiscoverySpec | None]:
         """The pods behind a backend: EndpointSlices (or Endpoints), else ``--endpoints``,
-        else, for a headless Service only, its DNS name. A ClusterIP is never dialled: its
-        virtual IP would balance a second time behind wslb (kube-proxy), so the requests of
-        one session would reach different pods."""
+        else, for a headless Service only, its DNS name (one address per pod). A ClusterIP is
+        never dialled: its virtual IP would balance a second time behind wslb (kube-proxy),
+        so the requests of one session would reach different pods. From the API
+        (``from_api``) the slices are the whole truth: none, or none ready, is no endpoint."""
         ns, svc_name = b.ref.split("/", 1)
         svc = self.services.get(b.ref)
+        known = len(self.issues)
         port_name, target = self._service_port(b, svc)
+        if len(self.issues) > known:  # the Service has no such port (reported)
+            return None, None
         found = self._slice_endpoints(b.ref, port_name, target)
-        if found or self.opt.from_api:  # from the API: the slices are the whole truth
+        if found:
             return found, None
-        explicit = self.opt.endpoints.get(b.ref)
+        explicit = None if self.opt.from_api else self.opt.endpoints.get(b.ref)
         if explicit:
             return list(explicit), None
-        headless = svc is not None and svc.get("spec", "clusterIP") == "None"
-        if not headless and b.protocol != "tcp":
-            where = (
-                f"Service {b.ref} has a cluster IP"
-                if svc is not None
-                else f"Service {b.ref} is not in the files (nor its EndpointSlices)"
-            )
-            self.error(
-                b.source,
-                b.path,
-                f"{where}: its DNS name is a virtual IP that kube-proxy balances again behind "
-                "wslb, so the requests of one Socket.IO session or affinity cookie would reach "
-                "different pods (400 Session ID unknown); give wslb the pods: make the "
-                "Service headless (clusterIP: None), add its EndpointSlices to the files, "
-                f"give --endpoints {b.ref}=POD_IP:PORT,..., or run wslb controller, which "
-                "reads the EndpointSlices from the API",
-            )
+        if svc is not None and svc.get("spec", "type") == "ExternalName":
+            return self._external_name(b, svc, target)
+        if self.opt.from_api:
+            return [], None
+        if not _headless(svc):
+            self.error(b.source, b.path, self._cluster_ip_message(b, svc))
             return None, None
         if isinstance(target, str) or target is None:
             self.error(
@@ -744,22 +737,79 @@ class Translator:
         self.issues.append(
             b.source.issue(
                 b.path,
-                f"{b.ref}: no EndpointSlices and no --endpoints; endpoints come from DNS "
-                f"{host}:{target}, re-resolved every 10s",
+                f"{b.ref}: no EndpointSlices and no --endpoints; endpoints come from DNS of the "
+                f"headless Service, {host}:{target}, re-resolved every 10s",
                 "info",
             )
         )
         return [f"{host}:{target}"], DiscoverySpec()
 
+    def _cluster_ip_message(self, b: _Backend, svc: KObject | None) -> str:
+        """Why a Service whose pods wslb does not know is refused, and what to give instead."""
+        if svc is None:
+            where = (
+                f"Service {b.ref} is not in the files (nor its EndpointSlices), so wslb cannot "
+                "know whether it is headless: its DNS name may be a virtual IP"
+            )
+        else:
+            where = (
+                f"Service {b.ref} has a cluster IP and no EndpointSlices in the files: its DNS "
+                "name is a virtual IP"
+            )
+        if b.protocol == "tcp":
+            why = (
+                "(two levels of balancing: wslb's health checks, connection counts and drains "
+                "would see one address, not the pods)"
+            )
+            headless = ""
+        else:
+            why = (
+                "(two levels of balancing: cookie affinity and Engine.IO sessions break, the "
+                "requests of one Socket.IO session reach different pods: 400 Session ID unknown)"
+            )
+            headless = (
+                "make the Service headless (clusterIP: None, whose DNS name gives the pods), "
+            )
+        return (
+            f"{where} that kube-proxy balances again behind wslb {why}; give wslb the "
+            f"pods: {headless}add its EndpointSlices to the files, give --endpoints "
+            f"{b.ref}=POD_IP:PORT,..., or run wslb controller, which reads the EndpointSlices "
+            "from the API"
+        )
+
+    def _external_name(
+        self, b: _Backend, svc: KObject, target: int | str | None
+    ) -> tuple[list[str | dict[str, Any]] | None, DiscoverySpec | None]:
+        """An ExternalName Service: its name, on the target port, re-resolved (no virtual IP
+        in between); as ingress-nginx, never a loopback name or address."""
+        name = str(svc.get("spec", "externalName") or "").rstrip(".")
+        path = ("spec", "externalName")
+        if not name:
+            self.error(svc, path, f"ExternalName Service {b.ref} without spec.externalName")
+            return None, None
+        if name == "localhost" or _loopback(name):
+            self.error(svc, path, f"{b.ref}: ExternalName {name} is a loopback address")
+            return None, None
+        if not isinstance(target, int):
+            self.error(
+                b.source,
+                b.path,
+                f"{b.ref} port {b.port!r}: an ExternalName Service needs a target port number",
+            )
+            return None, None
+        return [_hostport(name, target)], DiscoverySpec()
+
     def _service_port(
         self, b: _Backend, svc: KObject | None
     ) -> tuple[str | None, int | str | None]:
-        """(port name, target port) of the Service port the Ingress names."""
-        if svc is None:
+        """(port name, target port) of the Service port the Ingress names; a Service that is
+        not in the files, or an ExternalName one without ports: the Ingress's port."""
+        ports = [] if svc is None else [p for p in svc.get("spec", "ports") or [] if p]
+        if svc is None or (not ports and svc.get("spec", "type") == "ExternalName"):
             return (b.port if isinstance(b.port, str) else None), (
                 b.port if isinstance(b.port, int) else None
             )
-        for p in svc.get("spec", "ports") or []:
+        for p in ports:
             if not isinstance(p, dict):
                 continue
             if p.get("port") == b.port or (p.get("name") is not None and p.get("name") == b.port):
@@ -773,9 +823,11 @@ class Translator:
     def _slice_endpoints(
         self, ref: str, port_name: str | None, target: int | str | None
     ) -> list[str | dict[str, Any]]:
-        """Ready addresses (``ready`` null counts as ready) serve; serving but terminating
-        ones are draining (no new sessions, their WebSockets closed over the drain window);
-        the others are left out. Each slice names its own port numbers."""
+        """The Service's EndpointSlices merged (and its legacy Endpoints): ready addresses
+        (``ready`` null counts as ready) serve; ``ready: false`` but ``serving`` and
+        ``terminating`` ones are draining (no new sessions, their WebSockets closed over the
+        drain window); the others (not serving) are left out. An address ready in one slice
+        and draining in another is ready; each slice names its own port numbers."""
         ns, name = ref.split("/", 1)
         ready: set[str] = set()
         ending: set[str] = set()
@@ -788,36 +840,55 @@ class Translator:
                 continue
             for e in s.get("endpoints") or []:
                 cond = e.get("conditions") or {}
-                addrs = {_hostport(a, port) for a in e.get("addresses") or []}
+                addrs = {_hostport(str(a), port) for a in e.get("addresses") or [] if a}
                 if cond.get("ready") is not False:
                     ready |= addrs
                 elif cond.get("serving") and cond.get("terminating"):
                     ending |= addrs
-        out: list[str | dict[str, Any]] = []
         ep_obj = next((o for o in self.by_kind.get("Endpoints", []) if o.ref == ref), None)
         if ep_obj is not None:
             for sub in ep_obj.get("subsets") or []:
                 port = self._pick_port(sub.get("ports") or [], port_name, target)
                 if port is None:
                     continue
+                # notReadyAddresses are not served
                 ready |= {
                     _hostport(a.get("ip"), port) for a in sub.get("addresses") or [] if a.get("ip")
                 }
+        out: list[str | dict[str, Any]] = []
         out += sorted(ready)
         out += [{"address": a, "draining": True} for a in sorted(ending - ready)]
         return out
 
     @staticmethod
     def _pick_port(ports: list[Any], port_name: str | None, target: int | str | None) -> int | None:
-        for p in ports:
-            if port_name is not None and p.get("name") == port_name:
+        """The number of the Service port in one slice's (or Endpoints subset's) ``ports``, as
+        ingress-nginx and kube-proxy match them: the port named as the Service port (a Service
+        port without a name: the slice's port); else a port named as the target port (slices
+        written by hand), else a target port number as it is, else the only port; no ports
+        at all: a target port number. None: the slice does not serve that Service port."""
+        tcp = [
+            p
+            for p in ports
+            if isinstance(p, dict)
+            and isinstance(p.get("port"), int)
+            and (p.get("protocol") or "TCP") == "TCP"
+        ]
+        if not ports:  # no ports defined: the Service's target port, if it is a number
+            return target if isinstance(target, int) else None
+        if not tcp:  # UDP or SCTP ports only, or ports without numbers
+            return None
+        for p in tcp:
+            if (p.get("name") or "") == (port_name or ""):
                 return int(p["port"])
-            if isinstance(target, str) and p.get("name") == target:
-                return int(p["port"])
-            if isinstance(target, int) and p.get("port") == target:
-                return target
-        if len(ports) == 1 and ports[0].get("port"):
-            return int(ports[0]["port"])
+        if isinstance(target, str):
+            for p in tcp:
+                if p.get("name") == target:
+                    return int(p["port"])
+        if isinstance(target, int):
+            return target
+        if len(tcp) == 1:
+            return int(tcp[0]["port"])
         return None
 
     # ------------------------------------------------------------------ listeners
@@ -1209,7 +1280,27 @@ def _msg(err: Any) -> str:
 
 
 def _hostport(addr: str, port: int) -> str:
+    """``host:port``; an IPv6 address in brackets."""
+    addr = addr.removeprefix("[").removesuffix("]")
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def _headless(svc: KObject | None) -> bool:
+    """A headless Service (``clusterIP: None``): its DNS name gives the pods' addresses. A
+    Service that is not in the files may have a cluster IP: not headless."""
+    if svc is None:
+        return False
+    ips = svc.get("spec", "clusterIPs")
+    return svc.get("spec", "clusterIP") == "None" or (isinstance(ips, list) and ips == ["None"])
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def translate(objects: list[KObject], options: ManifestOptions) -> tuple[Config, list[ConfigIssue]]:
