@@ -66,6 +66,106 @@ wslb says what it cannot honour instead of ignoring it.
 """
 
 
+CLUSTER = """
+## Running in the cluster: `wslb controller`
+
+`wslb controller` is an ingress controller, as ingress-nginx, Traefik and Envoy Gateway are: its
+configuration is the Kubernetes API, watched. It lists and watches Ingresses
+(`networking.k8s.io/v1`), IngressClasses, Services, EndpointSlices (`discovery.k8s.io/v1`), the
+TLS Secrets (`type=kubernetes.io/tls`) and the controller's ConfigMap, and translates them with
+the same translator as `-f` files: every annotation above means the same.
+
+```sh
+wslb controller --publish-service ingress/wslb --configmap ingress/wslb \\
+                --port-map 80=8080,443=8443 --workers 2 --admin 0.0.0.0:9100
+```
+
+| flag | default | what |
+|---|---|---|
+| `--kubeconfig` | `$KUBECONFIG`, else the pod's service account, else `~/.kube/config` | how to reach the API; the namespace of the pod (`POD_NAMESPACE`) or of the kubeconfig context is the controller's own (its Lease, its Secret, Events) |
+| `--ingress-class` | `nginx` | Ingresses whose `ingressClassName` or `kubernetes.io/ingress.class` is this name (or `wslb`) are served, so manifests written for ingress-nginx move over unchanged |
+| `--controller-class` | `wslb.io/ingress-controller` | so are those whose IngressClass has this `spec.controller` |
+| `--watch-ingress-without-class` | off | also serve Ingresses with no class; also on when one of wslb's IngressClasses has `ingressclass.kubernetes.io/is-default-class: "true"` (the API server gives new Ingresses that class; this covers older ones) |
+| `--watch-namespace` | all | only this namespace's Ingresses, Services, EndpointSlices and Secrets |
+| `--publish-service NS/NAME` | none | the LoadBalancer Service in front: its ports and `do-loadbalancer-*` annotations are wslb's listeners (as with files), its `status.loadBalancer` addresses go to Ingress status. Without it: HTTP on 80 and HTTPS on 443, as ingress-nginx |
+| `--publish-status-address A[,B]` | none | these addresses for Ingress status instead |
+| `--configmap NS/NAME` | none | the ingress-nginx ConfigMap (below) |
+| `--affinity-secret [NS/]NAME` | `wslb-affinity` | the key replicas share |
+| `--election-id` | `wslb-leader` | the Lease |
+| `--sync-timeout` | 120 | seconds to wait for the first sync before exiting |
+| `--port-map`, `--bind-address`, `--certificates`, `--acme-*`, `--workers`, `--admin`, `--ready-file`, `--log-*` | | as for `serve` |
+
+**How it follows the API** (src/wslb/controller/): each kind is listed (pages of 500), then
+watched from the list's resourceVersion with bookmarks; a watch the server ends or a connection
+cut is resumed from the last resourceVersion seen (an event's or a bookmark's); a 410 Gone
+(expired resourceVersion) lists again. Errors back off from 0.5 s to 30 s with jitter; a 403 is
+logged once, naming the verb, resource and API group the service account lacks, and retried
+every 30 s. While the API cannot be reached nothing changes: wslb keeps serving the last good
+configuration (tested with the API gone for 30 s). The client library is `kubernetes_asyncio`,
+chosen over `lightkube` because its watch follows bookmarks and reports 410 so that the caller
+relists (lightkube's watch asks for no bookmarks and, after a 410, watches again from "now",
+which loses deletions), and it is the Kubernetes project's own client, generated from the API's
+OpenAPI description, with kubeconfig exec plugins (DOKS's `doctl`) and in-cluster
+configuration.
+
+**Changes**: after a change the controller waits for 0.5 s of quiet (at most 2 s), so a
+`kubectl apply` of 20 objects is one reload. Objects are checked against the Kubernetes schema,
+then translated; an object that has errors is left out and the rest translated again without
+it, so one bad Ingress, Service or Secret never stops the others: its problems are logged
+(`Ingress NS/NAME: key: message`) and recorded by the Lease holder as a `Warning` Event
+(reason `Rejected`) on the object (`kubectl describe` shows it). A translation equal to the
+running configuration is no reload. A change of endpoints alone (EndpointSlices) is applied
+without a reload (`wslb_endpoint_updates_total`); any other change (Ingress, Service
+annotations, Secret, ConfigMap) is the same guarded hot reload as SIGHUP: no WebSocket or
+request in flight is dropped, and a renewed TLS Secret (cert-manager) serves new handshakes at
+once while open connections go on.
+
+**Endpoints** are the pods: the EndpointSlice addresses of the Service's target port (named
+ports resolved per slice). Ready ones serve; serving but terminating ones drain (no new
+sessions; their WebSockets are closed with 1012 spread over `wslb.io/drain-window`, 30 s by
+default, so that their clients reconnect elsewhere without a storm); gone ones leave the same
+way. A Service with no ready pod answers 503 with `Retry-After`. No ClusterIP is ever dialled.
+
+**Replicas agree with nothing configured.** Affinity cookies and Engine.IO session tags are
+signed with one key, kept in the Secret `--affinity-secret` (data key `secret`): if it is
+missing, the replica that holds the Lease creates it (random, 256 bits) and every replica reads
+it, so any replica routes any session's requests to the pod that holds it, and restarts and
+rolling updates keep every session. Outside Kubernetes (`wslb serve`), the key is generated once
+and kept in `--secret-file` (default `$WSLB_STATE_DIR/secret`, else
+`$XDG_STATE_HOME/wslb/secret` or `~/.local/state/wslb/secret`, mode 0600); `--secret` still
+works, but shows in `ps`, and `check` says so (prefer `WSLB_SECRET`).
+
+**Leader election and status**: a `coordination.k8s.io/v1` Lease (`--election-id`, 15 s, renewed
+every 2 s), as client-go's leader election. Only its holder writes `.status.loadBalancer` of
+each Ingress it serves (the publish Service's addresses, or `--publish-status-address`), only
+when it differs, and clears it on Ingresses it stops serving; only it records Events and
+creates the affinity Secret.
+
+**RBAC** (what the service account needs):
+
+| API group | resources | verbs |
+|---|---|---|
+| `networking.k8s.io` | `ingresses`, `ingressclasses` | get, list, watch |
+| `networking.k8s.io` | `ingresses/status` | update, patch |
+| `""` | `services`, `secrets`, `configmaps` | get, list, watch |
+| `discovery.k8s.io` | `endpointslices` | list, watch |
+| `""` | `secrets` (the affinity Secret, own namespace) | create |
+| `coordination.k8s.io` | `leases` (own namespace) | get, create, update |
+| `""` | `events` | create, patch |
+
+**How it differs from ingress-nginx**: one process serves both the DigitalOcean load balancer's
+part (listeners from the publish Service's `do-loadbalancer-*` annotations) and the
+controller's; endpoint changes never reload (ingress-nginx applies them through Lua, and its
+reloads restart nginx workers, which cut WebSockets after `worker-shutdown-timeout`; wslb's
+reloads keep every connection); replicas share the affinity key through a Secret; Engine.IO
+sessions are routed with no cookie;
+Ingresses without a class are served only as described above (ingress-nginx 1.x: only with
+`--watch-ingress-without-class`); the `nginx.ingress.kubernetes.io/*` annotations and ConfigMap
+keys wslb cannot honour are errors or warnings, never ignored; `extensions/v1beta1` is read
+from files only (the API has not served it since 1.22).
+"""
+
+
 CONFIGMAP = """
 ## The controller's ConfigMap
 
@@ -99,6 +199,7 @@ def render_markdown() -> str:
         for row in TABLE:
             if row.on == on:
                 out.append(f"| `{row.short}` | {row.status} | {row.default} | {row.meaning} |\n")
+    out.append(CLUSTER)
     out.append(CONFIGMAP)
     for key in configmap.TABLE:
         out.append(f"| `{key.name}` | {key.status} | {key.default} | {key.meaning} |\n")
