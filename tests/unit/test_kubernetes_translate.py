@@ -579,6 +579,21 @@ def test_endpoint_sources_in_order(tmp_path: Path) -> None:
     assert config is None and "the target port is named 'http'" in the_error(issues).message
 
 
+def test_slices_in_the_files_with_no_ready_pod_answer_503(tmp_path: Path) -> None:
+    """The files say where the pods are and none is ready: no endpoint (503), a warning, not
+    the DNS of the Service (headless or not); --endpoints still overrides them."""
+    unready = endpoint_slice("api-x", [{"addresses": ["10.1.0.2"], "conditions": {"ready": False}}])
+    for spec in ({}, {"clusterIP": "None"}):
+        svc = service([{"name": "web", "port": 80, "targetPort": 8080}], **spec)
+        config, issues = translated(tmp_path, [ingress(), svc, unready])
+        assert config is not None and config.backends[0].endpoints == ()
+        assert warned(issues, "have no ready endpoint for port 80: it answers 503")
+    config, _ = translated(
+        tmp_path, [ingress(), svc, unready], endpoints={"app/api": ["10.0.0.1:8080"]}
+    )
+    assert addresses(config) == {"10.0.0.1:8080": False}
+
+
 def test_from_the_api_endpoints_are_the_slices_alone(tmp_path: Path) -> None:
     """Controller mode: no slices, or none ready, is a backend with no endpoints (503), not
     an error, and never DNS nor --endpoints."""

@@ -295,11 +295,10 @@ class Worker:
             self.reloading = asyncio.Lock()
         async with self.reloading:
             config = _carry_over(config, self.config)
-            if config == self.config:
-                log.info("worker %d: the configuration is unchanged", self.index)
-                return None
-            changed = runtime.update_endpoints(config)
-            if changed is not None:  # only endpoints changed: no reload
+            # the same configuration still reloads: files it names (certificates) may have
+            # changed; one that differs in endpoints alone is applied without a reload
+            changed = None if config == self.config else runtime.update_endpoints(config)
+            if changed is not None:
                 self.config = config
                 for backend in changed:
                     log.info(

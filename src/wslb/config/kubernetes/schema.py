@@ -12,9 +12,11 @@ manifest file can hold anything. Each object is checked here when it is read: ev
   apiVersions removed in 1.22 (``extensions/v1beta1``, ``networking.k8s.io/v1beta1``), which no
   shipped version has, are converted to ``networking.k8s.io/v1`` (as the API server converted
   them), checked, and every problem is reported at the object's own v1beta1 key.
-- ``null`` is accepted wherever the schemas accept it (where Kubernetes reads it as unset);
-  int-or-string fields take either; ports are 1-65535 (the API server's validation, which the
-  schemas leave out); YAML floats are not integers and YAML timestamps are not strings.
+- ``null`` is accepted wherever the schemas accept it (where Kubernetes reads it as unset),
+  except as a list item; int-or-string fields take either; ports are 1-65535 (the API
+  server's validation, which the schemas leave out); YAML floats are not integers and YAML
+  timestamps are not strings (as the models this replaced had it: the translator relies on
+  it).
 - A kind with no schema at all is not checked (``[]``).
 """
 
@@ -32,7 +34,6 @@ from typing import Any
 
 import jsonschema
 import referencing
-import referencing.jsonschema
 from kubernetes_validate import utils as kv_utils
 
 Path = tuple[str | int, ...]
@@ -53,16 +54,11 @@ _MARK = "x-wslb-field"
 # ------------------------------------------------------------------------- schemas and caches
 
 
-def _installed() -> list[str]:
-    """Shipped Kubernetes versions, oldest first (``1.25.0``, ...)."""
-    return list(kv_utils.all_versions())
-
-
 @functools.cache
 def _versions() -> tuple[str, ...]:
     """Shipped versions in the order they are tried: KUBERNETES_VERSION (or the newest shipped
     not newer than it), then older ones newest first, then newer ones."""
-    shipped = sorted(set(_installed()), key=_minor_key)
+    shipped = sorted(set(kv_utils.all_versions()), key=_minor_key)  # 1.25.0, ...
     want = _minor_key(KUBERNETES_VERSION)
     base = [v for v in shipped if _minor_key(v) <= want] or shipped[:1]
     first = base[-1]
@@ -232,92 +228,136 @@ class _Unsupported(Exception):
     pass
 
 
-_IGNORED = {"description", "format", "$schema", "$id", "title", "default", "example"}
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
+_IGNORED = {"description", "format", "$schema", "$id", "$defs", "title", "default", "example"}
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "boolean": (bool,),
+    "integer": (int,),  # not bool: see below
+    "number": (int, float),
+    "string": (str,),
+    "object": (dict,),
+    "array": (list,),
 }
+_NO_KEYWORD: Any = object()
 
 
 class _Compiler:
-    """Draft 2020-12's keywords that the Kubernetes schemas use, with _Validator's types."""
+    """Draft 2020-12's keywords that the Kubernetes schemas use, with _Validator's types, each
+    schema compiled into one closure; any other keyword raises _Unsupported."""
 
     def __init__(self) -> None:
         self.done: dict[int, _Check] = {}
 
     def compile(self, schema: Any, resolver: Any) -> _Check:
-        if schema is True:
-            return lambda _v: True
+        if schema is True or schema == {}:
+            return _always
         if schema is False:
-            return lambda _v: False
+            return _never
         if not isinstance(schema, dict):
             raise _Unsupported(schema)
         if id(schema) in self.done:
             return self.done[id(schema)]
         cell: list[_Check] = []
-        self.done[id(schema)] = lambda v: cell[0](v)  # recursive schemas
-        checks = [self._keyword(k, w, schema, resolver) for k, w in schema.items()]
-        found = [c for c in checks if c is not None]
+        self.done[id(schema)] = lambda v: cell[0](v)  # a recursive schema
+        cell.append(self._node(schema, resolver))
+        self.done[id(schema)] = cell[0]
+        return cell[0]
+
+    def _node(self, schema: dict[str, Any], resolver: Any) -> _Check:
+        classes: tuple[type, ...] | None = None
+        bools = True
+        props: dict[str, _Check] | None = None
+        extra: Any = _NO_KEYWORD  # additionalProperties: a check, or _NO_KEYWORD
+        required: tuple[str, ...] = ()
+        items: _Check | None = None
+        allowed: frozenset[str | None] | None = None
+        low: Any = None
+        high: Any = None
+        also: list[_Check] = []  # $ref and the combinators
+        for key, value in schema.items():
+            if key in _IGNORED or key.startswith("x-"):
+                continue
+            if key == "$ref":
+                resolved = resolver.lookup(value)
+                also.append(self.compile(resolved.contents, resolved.resolver))
+            elif key == "type":
+                names = [value] if isinstance(value, str) else list(value)
+                classes = tuple(c for n in names for c in _PY_TYPES[n])
+                bools = "boolean" in names
+            elif key == "properties":
+                props = {name: self.compile(sub, resolver) for name, sub in value.items()}
+            elif key == "additionalProperties":
+                if schema.get("patternProperties"):
+                    raise _Unsupported(key)
+                extra = self.compile(value, resolver)
+            elif key == "required":
+                required = tuple(value)
+            elif key == "items":
+                items = self.compile(value, resolver)
+            elif key == "enum":
+                if not all(e is None or isinstance(e, str) for e in value):
+                    raise _Unsupported(key)
+                allowed = frozenset(value)
+            elif key == "minimum":
+                low = value
+            elif key == "maximum":
+                high = value
+            elif key in ("oneOf", "anyOf", "allOf"):
+                also.append(self._combine(key, [self.compile(sub, resolver) for sub in value]))
+            else:
+                raise _Unsupported(key)
+        known = props or {}
+        if extra is _NO_KEYWORD:
+            extra = None if props is None else _always
+        elif props is None:
+            props = {}
 
         def check(v: Any) -> bool:
-            return all(c(v) for c in found)
+            if classes is not None and (
+                not isinstance(v, classes) or (not bools and isinstance(v, bool))
+            ):
+                return False
+            if isinstance(v, dict):
+                if extra is not None:  # every key: a property's value, or an extra one
+                    for k, item in v.items():
+                        c = known.get(k)
+                        if not (c(item) if c is not None else extra(item)):
+                            return False
+                for k in required:
+                    if k not in v:
+                        return False
+            elif isinstance(v, list):
+                if items is not None:
+                    for item in v:
+                        if not items(item):
+                            return False
+            elif (
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and ((low is not None and v < low) or (high is not None and v > high))
+            ):
+                return False
+            if allowed is not None and (not (v is None or isinstance(v, str)) or v not in allowed):
+                return False
+            return all(c(v) for c in also)
 
-        cell.append(check)
         return check
 
-    def _keyword(
-        self, key: str, value: Any, schema: dict[str, Any], resolver: Any
-    ) -> _Check | None:
-        if key in _IGNORED or key.startswith("x-") or key == "$defs":
-            return None
-        if key == "$ref":
-            resolved = resolver.lookup(value)
-            return self.compile(resolved.contents, resolved.resolver)
-        if key == "type":
-            tests = [_TYPES[t] for t in ([value] if isinstance(value, str) else value)]
-            return lambda v: any(t(v) for t in tests)
-        if key == "properties":
-            props = {name: self.compile(sub, resolver) for name, sub in value.items()}
-            return lambda v: (
-                not isinstance(v, dict) or all(c(v[k]) for k, c in props.items() if k in v)
-            )
-        if key == "additionalProperties":
-            if schema.get("patternProperties"):
-                raise _Unsupported(key)
-            known = set(schema.get("properties") or {})
-            extra = self.compile(value, resolver)
-            return lambda v: (
-                not isinstance(v, dict)
-                or all(extra(item) for k, item in v.items() if k not in known)
-            )
-        if key == "required":
-            needed = list(value)
-            return lambda v: not isinstance(v, dict) or all(k in v for k in needed)
-        if key == "items":
-            each = self.compile(value, resolver)
-            return lambda v: not isinstance(v, list) or all(each(i) for i in v)
-        if key == "enum":
-            if not all(e is None or isinstance(e, str) for e in value):
-                raise _Unsupported(key)
-            allowed = set(value)
-            return lambda v: (v is None or isinstance(v, str)) and v in allowed
-        if key in ("minimum", "maximum"):
-            bound, low = value, key == "minimum"
-            number = _TYPES["number"]
-            return lambda v: not number(v) or (v >= bound if low else v <= bound)
-        if key in ("oneOf", "anyOf", "allOf"):
-            subs = [self.compile(sub, resolver) for sub in value]
-            if key == "allOf":
-                return lambda v: all(c(v) for c in subs)
-            if key == "anyOf":
-                return lambda v: any(c(v) for c in subs)
-            return lambda v: sum(1 for c in subs if c(v)) == 1
-        raise _Unsupported(key)
+    @staticmethod
+    def _combine(key: str, subs: list[_Check]) -> _Check:
+        if key == "allOf":
+            return lambda v: all(c(v) for c in subs)
+        if key == "anyOf":
+            return lambda v: any(c(v) for c in subs)
+        return lambda v: sum(1 for c in subs if c(v)) == 1
+
+
+def _always(_value: Any) -> bool:
+    return True
+
+
+def _never(_value: Any) -> bool:
+    return False
 
 
 # ------------------------------------------------------------------------------ the check
@@ -383,7 +423,7 @@ def _describe(error: Any) -> Iterator[tuple[Path, str]]:
         for key in error.instance:
             if key in known or any(re.search(p, str(key)) for p in patterns):
                 continue
-            yield (*path, key), _unknown(str(key), known)
+            yield (*path, str(key)), _unknown(str(key), known)  # str: as the Locator has it
         return
     if error.validator == "required" and isinstance(error.instance, dict):
         for key in error.validator_value:
@@ -456,13 +496,14 @@ def _show(value: Any) -> str:
 
 
 def _order(data: Any, path: Path) -> tuple[int, ...]:
-    """Where ``path`` is in the document (keys in the order written; missing ones last)."""
+    """Where ``path`` is in the document: keys in the order written, a missing one first (its
+    line is its parent's)."""
     out: list[int] = []
     node = data
     for part in path:
         if isinstance(node, dict):
             keys = list(node)
-            out.append(keys.index(part) if part in node else len(keys))
+            out.append(keys.index(part) if part in node else -1)
             node = node.get(part) if part in node else None
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             out.append(part)

@@ -6,11 +6,14 @@ wslb takes the place of both a DigitalOcean load balancer and ingress-nginx:
   listeners (one per Service port, HTTP or TLS as the annotations say); with no such Service,
   wslb listens as ingress-nginx does, HTTP on 80 and HTTPS on 443;
 * Ingress rules give the routes of every HTTP(S) listener, their annotations the middlewares;
-* the Services they name are backends whose endpoints come from EndpointSlices / Endpoints in
-  the files, else ``--endpoints``, else DNS (``SVC.NS.svc.cluster.local``, re-resolved);
+* the Services they name are backends whose endpoints are pods: EndpointSlices / Endpoints in
+  the files, else ``--endpoints``, else, for a headless Service only, DNS
+  (``SVC.NS.svc.cluster.local``, re-resolved); never a ClusterIP (an error naming the fixes);
+  from the API (``from_api``, controller mode) the slices alone;
 * TLS Secrets give certificates, picked by SNI.
 
-Every problem is reported with the file and line of the key it is about.
+Every problem is reported with the file and line of the key it is about (objects from the API:
+with the object and the key).
 """
 
 from __future__ import annotations
@@ -722,6 +725,14 @@ class Translator:
             return self._external_name(b, svc, target)
         if self.opt.from_api:
             return [], None
+        if self._has_slices(b.ref):  # the files say where the pods are: none is ready
+            self.warn(
+                b.source,
+                b.path,
+                f"{b.ref}: its EndpointSlices in the files have no ready endpoint for port "
+                f"{b.port!r}: it answers 503",
+            )
+            return [], None
         if not _headless(svc):
             self.error(b.source, b.path, self._cluster_ip_message(b, svc))
             return None, None
@@ -859,6 +870,15 @@ class Translator:
         out += sorted(ready)
         out += [{"address": a, "draining": True} for a in sorted(ending - ready)]
         return out
+
+    def _has_slices(self, ref: str) -> bool:
+        """Whether the files have EndpointSlices (or Endpoints) of the Service ``ref``."""
+        ns, name = ref.split("/", 1)
+        return any(
+            s.namespace == ns
+            and (s.get("metadata", "labels") or {}).get("kubernetes.io/service-name") == name
+            for s in self.by_kind.get("EndpointSlice", [])
+        ) or any(o.ref == ref for o in self.by_kind.get("Endpoints", []))
 
     @staticmethod
     def _pick_port(ports: list[Any], port_name: str | None, target: int | str | None) -> int | None:
