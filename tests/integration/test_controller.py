@@ -294,6 +294,25 @@ async def test_seed_objects_from_the_api(
     ]
     assert len(writes) == 1, writes
     assert api.get("Secret", "ingress", "wslb-affinity") is not None
+    # an Ingress no longer served (another class now): its status is cleared, once
+    moved = api.get("Ingress", "vuepilot", "vuepilot-node")
+    assert moved is not None
+    moved["spec"]["ingressClassName"] = "other"
+    api.apply(moved)
+    await api.await_until(
+        lambda a: (
+            not ((a.get("Ingress", "vuepilot", "vuepilot-node") or {}).get("status", {}))
+            .get("loadBalancer", {})
+            .get("ingress")
+        ),
+        timeout=WAIT,
+    )
+    writes = [
+        r
+        for r in api.requests
+        if r.resource == "ingresses/status" and r.verb in ("patch", "update")
+    ]
+    assert len(writes) == 2, writes
 
 
 # --------------------------------------------------------------------------- Socket.IO
