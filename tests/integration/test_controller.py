@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 from collections import Counter
@@ -25,6 +24,7 @@ import yaml
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints
+from tests.integration.test_kubernetes import _certdir, _client_ctx
 from tests.support.chat import CHAT, Redis, start_pod
 from tests.support.kubeapi import KubeAPI
 from tests.support.procs import ROOT, Proc, Wslb, scaled
@@ -47,6 +47,16 @@ def seed_objects() -> list[dict[str, Any]]:
                 "service": {"name": old["serviceName"], "port": {"number": old["servicePort"]}}
             }
     return [namespace("vuepilot"), namespace("ingress-nginx"), ingress, service]
+
+
+def configmap(data: dict[str, str]) -> dict[str, Any]:
+    """ingress-nginx's controller ConfigMap, where its Helm chart puts it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+        "data": data,
+    }
 
 
 def namespace(name: str) -> dict[str, Any]:
@@ -187,21 +197,6 @@ def controller(api: KubeAPI, tmp_path: Path) -> Iterator[Callable[..., Controlle
         p.stop()
 
 
-def _certdir(tmp_path: Path, ca: trustme.CA, name: str, *hosts: str) -> Path:
-    d = tmp_path / "certs"
-    d.mkdir(exist_ok=True)
-    cert = ca.issue_cert(*hosts)
-    (d / f"{name}.crt").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
-    (d / f"{name}.key").write_bytes(cert.private_key_pem.bytes())
-    return d
-
-
-def _client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
 def _pods(backends: list[Proc]) -> list[tuple[str, int]]:
     out = []
     for e in endpoints(backends):
@@ -241,10 +236,13 @@ async def test_seed_objects_from_the_api(
             ingress_class(),
             service("vuepilot", "vuepilot-node"),
             *endpoint_slice("vuepilot", "vuepilot-node", _pods(backends)),
+            configmap({"hsts-max-age": "600"}),
         ]
     )
     certs = _certdir(tmp_path, ca, "xxx-xxx-xxx", "ws.vuepilot.com")
     common = [
+        "--configmap",
+        "ingress-nginx/ingress-nginx-controller",
         "--publish-service",
         "ingress-nginx/ingress-nginx",
         "--port-map",
@@ -266,6 +264,7 @@ async def test_seed_objects_from_the_api(
             r = await client.get("/hello", headers=headers, extensions=ext)
             assert r.status_code == 200
             assert r.headers["set-cookie"].startswith("route=")
+            assert r.headers["strict-transport-security"].startswith("max-age=600")
             pre = await client.options(
                 "/socket.io/",
                 headers={
@@ -294,6 +293,13 @@ async def test_seed_objects_from_the_api(
     ]
     assert len(writes) == 1, writes
     assert api.get("Secret", "ingress", "wslb-affinity") is not None
+    # the ConfigMap edited: applied (a reload)
+    api.apply(configmap({"hsts-max-age": "700"}))
+    first.wait_output("configuration generation 2 applied", WAIT)
+    base = f"https://127.0.0.1:{first.port('-https')}"
+    async with httpx.AsyncClient(base_url=base, verify=_client_ctx(ca)) as client:
+        r = await client.get("/hello", headers=headers, extensions=ext)
+    assert r.headers["strict-transport-security"].startswith("max-age=700")
     # an Ingress no longer served (another class now): its status is cleared, once
     moved = api.get("Ingress", "vuepilot", "vuepilot-node")
     assert moved is not None
@@ -376,6 +382,34 @@ def _set_slices(api: KubeAPI, pods: list[Proc], terminating: frozenset[str] = fr
             api.delete("EndpointSlice", "chat", s["metadata"]["name"])
 
 
+def shop_objects_elsewhere() -> list[dict[str, Any]]:
+    """An Ingress in namespace ``other`` for a host the chat Ingress does not name, whose
+    Service has no pods: served, it would answer 503."""
+    ing = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "elsewhere", "namespace": "other"},
+        "spec": {
+            "ingressClassName": "wslb",
+            "rules": [
+                {
+                    "host": "elsewhere.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "none", "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+    return [namespace("other"), ing, service("other", "none", 80, "http")]
+
+
 class Rounds:
     """tests/node/chat_rounds.js: Node socket.io-client clients driven round by round."""
 
@@ -423,7 +457,13 @@ async def test_two_replicas_agree_with_no_secret_while_pods_come_and_go(
     robin, neither given a secret: every message reaches everyone, no 400, while the
     EndpointSlices go 3 -> 4 -> 2 pods (one terminating first)."""
     api.apply_many(chat_objects(chat_pods[:3]))
-    replicas = [controller(["--port-map", "80=0,443=0"], f"wslb-{i}") for i in range(2)]
+    api.apply_many(shop_objects_elsewhere())  # another namespace: not watched, not served
+    replicas = [
+        controller(["--port-map", "80=0,443=0", "--watch-namespace", "chat"], f"wslb-{i}")
+        for i in range(2)
+    ]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{replicas[0].port('http')}") as c:
+        assert (await c.get("/", headers={"Host": "elsewhere.example.com"})).status_code != 503
     front = wslb(
         {
             "listeners": [

@@ -49,6 +49,7 @@ from wslb.controller.kube import (
 )
 from wslb.controller.lease import LeaderElector
 from wslb.errors import ConfigError, ConfigIssue
+from wslb.server.discovery import is_ip
 
 log = logging.getLogger("wslb.controller")
 
@@ -428,7 +429,7 @@ class Controller:
     ) -> list[dict[str, str]]:
         if self.opt.publish_status_address:
             return [
-                {"ip": a} if _is_ip(a) else {"hostname": a} for a in self.opt.publish_status_address
+                {"ip": a} if is_ip(a) else {"hostname": a} for a in self.opt.publish_status_address
             ]
         if publish is None:
             return []
@@ -481,13 +482,3 @@ class Controller:
                 *key,
                 ", ".join(a.get("ip") or a.get("hostname", "") for a in target) or "cleared",
             )
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -16,7 +16,7 @@ from wslb.server.runtime import BackendState
 log = logging.getLogger("wslb.discovery")
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -29,7 +29,7 @@ async def resolve(backend: BackendState) -> list[tuple[str, int, int]]:
     out: list[tuple[str, int, int]] = []
     for spec in backend.spec.endpoints:
         host, port = split_host_port(spec.address)
-        if _is_ip(host):
+        if is_ip(host):
             out.append((host, port, spec.weight))
             continue
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
