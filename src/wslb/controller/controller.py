@@ -231,6 +231,10 @@ class Controller:
     def _changed(self, _informer: Informer) -> None:
         self.dirty.set()
 
+    def _retry_later(self, delay: float = 5.0) -> None:
+        """A write that failed (status, Event): sync again in a while."""
+        asyncio.get_running_loop().call_later(delay, self.dirty.set)
+
     async def run(self) -> None:
         kube = self.kube = await self._connect()
         loop = asyncio.get_running_loop()
@@ -258,7 +262,10 @@ class Controller:
                 await self.dirty.wait()
                 await self._settle()
                 self.dirty.clear()
-                await self.sync()
+                try:
+                    await self.sync()
+                except Exception:  # a bug must not stop the watching: the last config stays
+                    log.exception("controller: sync failed; the running configuration stays")
         finally:
             for t in self.tasks:
                 t.cancel()
@@ -423,6 +430,7 @@ class Controller:
                 self.evented.add(key)
             except (Unavailable, KubeError) as exc:
                 log.debug("controller: cannot record an Event on %s: %s", issue.source, exc)
+                self._retry_later()
 
     def _addresses(
         self, stores: dict[str, dict[Key, dict[str, Any]]], publish: tuple[str, str] | None
@@ -452,7 +460,7 @@ class Controller:
         if built.config is None:
             return
         want = self._addresses(stores, publish)
-        for key, ing in stores.get("Ingress", {}).items():
+        for key, ing in list(stores.get("Ingress", {}).items()):  # the store changes meanwhile
             have = ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
             if key in built.served:
                 target = want
@@ -472,6 +480,7 @@ class Controller:
                 )
             except (Unavailable, KubeError) as exc:
                 log.warning("controller: cannot write the status of Ingress %s/%s: %s", *key, exc)
+                self._retry_later()
                 continue
             if target:
                 self.status_written.add(key)

@@ -58,6 +58,7 @@ class Informer:
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.lists = 0  # how many times it listed (the first, then one per 410)
+        self.delay = BACKOFF_FIRST
         self._failing: str | None = None
         self._forbidden: set[str] = set()
 
@@ -68,7 +69,7 @@ class Informer:
         return f"{self.resource.plural}{where}{sel}"
 
     async def run(self) -> None:
-        delay = BACKOFF_FIRST
+        self.delay = BACKOFF_FIRST
         need_list = True
         while True:
             verb = "list" if need_list else "watch"
@@ -77,8 +78,7 @@ class Informer:
                     await self._list()
                     need_list = False
                 await self._watch()
-                delay = BACKOFF_FIRST  # a watch that ended normally: at once again
-                self._recovered()
+                self._recovered()  # a watch that ended normally: at once again
             except Expired:
                 log.info(
                     "%s: resourceVersion %s expired; listing again",
@@ -87,6 +87,7 @@ class Informer:
                 )
                 need_list = True
                 self._recovered()
+                await asyncio.sleep(BACKOFF_FIRST * random.random())
             except Forbidden as exc:
                 self._say_forbidden(verb, exc)
                 await asyncio.sleep(FORBIDDEN_RETRY * (0.8 + 0.4 * random.random()))
@@ -100,10 +101,17 @@ class Informer:
                         exc,
                     )
                 self._failing = str(exc)
-                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-                delay = min(delay * 2, BACKOFF_MAX)
+                await self._back_off()
+            except Exception:  # a malformed answer: said, then as any other error
+                log.exception("Kubernetes API: %s failed", self.name)
+                await self._back_off()
+
+    async def _back_off(self) -> None:
+        await asyncio.sleep(self.delay * (0.8 + 0.4 * random.random()))
+        self.delay = min(self.delay * 2, BACKOFF_MAX)
 
     def _recovered(self) -> None:
+        self.delay = BACKOFF_FIRST
         if self._failing is not None:
             log.warning("Kubernetes API: %s reachable again", self.name)
             self._failing = None

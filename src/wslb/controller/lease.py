@@ -65,11 +65,11 @@ class LeaderElector:
         while True:
             try:
                 held = await self._try()
+                if held:  # renewed: certain for one more lease duration
+                    self._valid_until = loop.time() + self.duration
             except (Unavailable, KubeError) as exc:
-                log.debug("lease %s/%s: %s", self.namespace, self.name, exc)
+                log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
                 held = self.leading and loop.time() < self._valid_until
-            if held:
-                self._valid_until = loop.time() + self.duration
             self._set(held)
             await asyncio.sleep(self.retry)
 

@@ -36,6 +36,7 @@ class ControllerProcess:
         self.pid = 0
         self.parent = os.getpid()  # whom SIGHUP tells of a new configuration
         self._ready_r = -1
+        self._first: tuple[int, int, int] | None = None
 
     def spawn(self) -> None:
         respawn = self.pid != 0  # the master runs already: tell it by SIGHUP, as later on
@@ -92,9 +93,22 @@ class ControllerProcess:
             if r:
                 if not os.read(self._ready_r, 1):
                     return None  # the controller exited before its first configuration
+                self._first = self._stamp()  # before reading: a write after it shows as stale
                 config, _ = self.load()
                 return config
         return None
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size  # each write is a new file (os.replace)
+
+    def stale(self) -> bool:
+        """Whether a newer configuration was written after the first was read (its SIGHUP
+        may have come before the master listened for it)."""
+        return self._stamp() != self._first
 
     def load(self) -> tuple[Config | None, list[ConfigIssue]]:
         with open(self.path, encoding="utf-8") as fh:
@@ -102,9 +116,11 @@ class ControllerProcess:
 
     def stop(self) -> None:
         if self.pid:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
+            try:  # only a child not yet reaped (by the master) is surely still ours
+                if os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                    os.kill(self.pid, signal.SIGTERM)
+                    os.waitpid(self.pid, 0)
+            except (ChildProcessError, ProcessLookupError):
                 pass
         import shutil
 

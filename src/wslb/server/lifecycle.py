@@ -63,6 +63,8 @@ class ControllerChild(Protocol):
 
     def spawn(self) -> None: ...
 
+    def stale(self) -> bool: ...
+
 
 Loader = Callable[[], tuple[Config | None, list[ConfigIssue]]]
 
@@ -716,6 +718,7 @@ class _Master:
             self.spawn_admin()
         if self.controller is not None:
             self.children[self.controller.pid] = CONTROLLER
+            self.hup = self.controller.stale()  # a change while we were starting
 
         ready = 0
         deadline = time.monotonic() + 60
@@ -724,8 +727,13 @@ class _Master:
             if r:
                 ready += len(os.read(self.ready_r, 64))
             pid, _status = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                log.error("worker %d exited during start-up", self.children.pop(pid, -1))
+            index = self.children.pop(pid, -1) if pid else None
+            if index == CONTROLLER and self.controller is not None:
+                log.error("the controller exited during start-up; starting it again")
+                self.controller.spawn()
+                self.children[self.controller.pid] = CONTROLLER
+            elif pid:
+                log.error("worker %d exited during start-up", index)
                 self.on_signal(signal.SIGTERM, None)
         if ready >= self.n:
             log.info("master %d: %d workers ready", os.getpid(), self.n)

@@ -637,6 +637,11 @@ class Runtime:
         endpoints changed and a reload is needed."""
         if without_endpoints(config) != without_endpoints(self.config):
             return None
+        if any(
+            b.discovery is not None and self.backends[b.name].spec.endpoints != b.endpoints
+            for b in config.backends
+        ):
+            return None  # names that DNS resolves: a reload restarts their discovery
         changed = []
         for spec in config.backends:
             backend = self.backends[spec.name]
