@@ -18,6 +18,8 @@ import select
 import signal
 import tempfile
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import uvloop
 
@@ -82,7 +84,22 @@ class ControllerProcess:
                     os._exit(0)
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(Controller(self.options, publish).run())
+            runner.run(self._while_parent_lives(Controller(self.options, publish).run()))
+
+    async def _while_parent_lives(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` until the process that forked this one is gone (killed before it could
+        stop us): an orphaned controller would hold the Lease and write statuses."""
+        task = asyncio.get_running_loop().create_task(work)
+        while not task.done():
+            await asyncio.wait({task}, timeout=1.0)
+            if os.getppid() != self.parent:
+                log.warning("controller: the wslb process that started it is gone; exiting")
+                task.cancel()
+                break
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
     def wait_first(self, timeout: float) -> Config | None:
         """The first configuration, once the controller has synced; None if it died or took
