@@ -59,6 +59,29 @@ def configmap(data: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def ingress(ns: str, name: str, svc: str, host: str | None = None) -> dict[str, Any]:
+    """A networking.k8s.io/v1 Ingress of class wslb: ``host`` (or any) / to ``svc`` port 80."""
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": svc, "port": {"number": 80}}},
+                }
+            ]
+        }
+    }
+    if host is not None:
+        rule["host"] = host
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ingressClassName": "wslb", "rules": [rule]},
+    }
+
+
 def namespace(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
@@ -338,31 +361,8 @@ def chat_pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Proc]]:
 def chat_objects(
     pods: list[Proc], terminating: frozenset[str] = frozenset()
 ) -> list[dict[str, Any]]:
-    ing = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {
-            "name": "chat",
-            "namespace": "chat",
-            "annotations": {"wslb.io/drain-window": "2"},
-        },
-        "spec": {
-            "ingressClassName": "wslb",
-            "rules": [
-                {
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": "chat", "port": {"number": 80}}},
-                            }
-                        ]
-                    }
-                }
-            ],
-        },
-    }
+    ing = ingress("chat", "chat", "chat")
+    ing["metadata"]["annotations"] = {"wslb.io/drain-window": "2"}
     return [
         namespace("chat"),
         ing,
@@ -385,28 +385,7 @@ def _set_slices(api: KubeAPI, pods: list[Proc], terminating: frozenset[str] = fr
 def shop_objects_elsewhere() -> list[dict[str, Any]]:
     """An Ingress in namespace ``other`` for a host the chat Ingress does not name, whose
     Service has no pods: served, it would answer 503."""
-    ing = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "elsewhere", "namespace": "other"},
-        "spec": {
-            "ingressClassName": "wslb",
-            "rules": [
-                {
-                    "host": "elsewhere.example.com",
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": "none", "port": {"number": 80}}},
-                            }
-                        ]
-                    },
-                }
-            ],
-        },
-    }
+    ing = ingress("other", "elsewhere", "none", "elsewhere.example.com")
     return [namespace("other"), ing, service("other", "none", 80, "http")]
 
 
@@ -527,22 +506,8 @@ async def test_two_replicas_agree_with_no_secret_while_pods_come_and_go(
 
 
 def shop_objects(backends: list[Proc], secret: dict[str, Any]) -> list[dict[str, Any]]:
-    backend = {"service": {"name": "web", "port": {"number": 80}}}
-    ing = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": "shop", "namespace": "shop"},
-        "spec": {
-            "ingressClassName": "wslb",
-            "tls": [{"hosts": ["app.example.com"], "secretName": "shop-tls"}],
-            "rules": [
-                {
-                    "host": "app.example.com",
-                    "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
-                }
-            ],
-        },
-    }
+    ing = ingress("shop", "shop", "web", "app.example.com")
+    ing["spec"]["tls"] = [{"hosts": ["app.example.com"], "secretName": "shop-tls"}]
     return [
         namespace("shop"),
         secret,
@@ -648,7 +613,7 @@ async def test_watches_cut_expired_forbidden_api_gone_secret_renewed(
         assert _reloads(lb) == reloads + 1
 
         # an invalid Ingress: reported on it (a Warning Event and the log), the rest serves
-        bad = copy_ingress(api, "shop", "shop", "broken", host="bad.example.com")
+        bad = ingress("shop", "broken", "web", "bad.example.com")
         bad["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "soon"}
         api.apply(bad)
         await api.await_until(
@@ -665,10 +630,7 @@ async def test_watches_cut_expired_forbidden_api_gone_secret_renewed(
 
         # a burst: 20 Ingresses applied at once are one reload
         before = _reloads(lb)
-        api.apply_many(
-            copy_ingress(api, "shop", "shop", f"burst-{i}", host=f"b{i}.example.com")
-            for i in range(20)
-        )
+        api.apply_many(ingress("shop", f"burst-{i}", "web", f"b{i}.example.com") for i in range(20))
         await _wait_for(lambda: _reloads(lb) > before, "the burst's reload")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{lb.port('http')}") as plain:
             r = await plain.get("/", headers={"Host": "b19.example.com"})
@@ -681,17 +643,3 @@ def x509_serial(cert: trustme.LeafCert) -> int:
     from cryptography import x509
 
     return x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).serial_number
-
-
-def copy_ingress(api: KubeAPI, ns: str, name: str, new: str, host: str) -> dict[str, Any]:
-    ing = api.get("Ingress", ns, name)
-    assert ing is not None
-    spec = json.loads(json.dumps(ing["spec"]))
-    spec.pop("tls", None)
-    spec["rules"][0]["host"] = host
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": {"name": new, "namespace": ns},
-        "spec": spec,
-    }
