@@ -17,7 +17,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -25,6 +25,8 @@ import yaml
 from wslb.config.file import read_config
 from wslb.config.model import Config
 from wslb.errors import ConfigError, ConfigIssue
+
+Loader = Callable[[], tuple[Config | None, list[ConfigIssue]]]
 
 
 def _endpoints(value: str) -> tuple[str, list[str]]:
@@ -59,6 +61,24 @@ def _admin_address(value: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError("expected [HOST:]PORT, e.g. 127.0.0.1:9100")
     return host or "127.0.0.1", int(port)
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError("expected true or false")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError("expected seconds from 0 to 3600, e.g. 10")
+    return seconds
 
 
 def _add_source(p: argparse.ArgumentParser, kubernetes_only: bool = False) -> None:
@@ -166,6 +186,14 @@ def _parser() -> argparse.ArgumentParser:
         help="addresses for Ingress status instead of the publish Service's",
     )
     k.add_argument(
+        "--update-status",
+        type=_boolean,
+        default=True,
+        metavar="true|false",
+        help="write the addresses to the status of the Ingresses served (false while "
+        "another controller, ingress-nginx, serves the same ones)",
+    )
+    k.add_argument(
         "--affinity-secret",
         default="wslb-affinity",
         metavar="[NS/]NAME",
@@ -199,6 +227,24 @@ def _add_serving(serve: argparse.ArgumentParser) -> None:
         "--admin-token",
         default=None,
         help="bearer token for the admin listener (or WSLB_ADMIN_TOKEN)",
+    )
+    serve.add_argument(
+        "--probes",
+        type=_admin_address,
+        default=None,
+        metavar="[HOST:]PORT",
+        help="probe listener for the kubelet and Prometheus, no token: /healthz, /readyz "
+        "(503 until serving and from SIGTERM on), /metrics (HOST defaults to 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--shutdown-delay",
+        "--shutdown-grace-period",
+        dest="shutdown_delay",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM, keep accepting this long before draining (server.shutdown_delay; "
+        "ingress-nginx's --shutdown-grace-period)",
     )
     serve.add_argument(
         "--log-format",
@@ -313,6 +359,22 @@ def secret_from_file(path: str) -> str:
         os.unlink(tmp)
     with open(path, encoding="utf-8") as fh:
         return fh.read().strip()
+
+
+def _with_flags(config: Config, args: argparse.Namespace) -> Config:
+    """What the command line says about ``server``, over every configuration it loads."""
+    if args.shutdown_delay is None:
+        return config
+    server = config.server.model_copy(update={"shutdown_delay": args.shutdown_delay})
+    return config.model_copy(update={"server": server})
+
+
+def _flagged(load: Loader, args: argparse.Namespace) -> Loader:
+    def again() -> tuple[Config | None, list[ConfigIssue]]:
+        config, issues = load()
+        return (None if config is None else _with_flags(config, args)), issues
+
+    return again
 
 
 def _with_secret(config: Config, args: argparse.Namespace) -> Config:
@@ -444,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    config = _with_secret(config, args)
+    config = _with_flags(_with_secret(config, args), args)
     from wslb.server.lifecycle import serve
 
     watch = None
@@ -458,10 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             config,
             workers=args.workers,
             ready_file=args.ready_file,
-            load=lambda: _load(args),
+            load=_flagged(lambda: _load(args), args),
             watch=watch,
             admin=args.admin,
             admin_token=args.admin_token or os.environ.get("WSLB_ADMIN_TOKEN"),
+            probes=args.probes,
         )
     except OSError as exc:
         logging.getLogger("wslb").error("cannot start: %s", exc)
@@ -479,6 +542,7 @@ def _controller(args: argparse.Namespace) -> int:
     from wslb.config.kubernetes.translate import ManifestOptions
     from wslb.controller.controller import ControllerOptions
     from wslb.controller.process import ControllerProcess
+    from wslb.server.admin import waiting_probes
     from wslb.server.lifecycle import serve
 
     log = logging.getLogger("wslb")
@@ -495,6 +559,7 @@ def _controller(args: argparse.Namespace) -> int:
         publish_status_address=tuple(
             a.strip() for a in args.publish_status_address.split(",") if a.strip()
         ),
+        update_status=args.update_status,
         affinity_secret=args.affinity_secret,
         election_id=args.election_id,
         identity=identity,
@@ -502,7 +567,13 @@ def _controller(args: argparse.Namespace) -> int:
     child = ControllerProcess(options)
     try:
         child.spawn()
-        config = child.wait_first(args.sync_timeout)
+        waiting = waiting_probes(args.probes) if args.probes else None
+        try:
+            config = child.wait_first(args.sync_timeout)
+        finally:
+            if waiting is not None:
+                waiting.shutdown()
+                waiting.server_close()
         if config is None:
             log.error(
                 "controller: no configuration from the Kubernetes API (it failed, or took "
@@ -511,13 +582,14 @@ def _controller(args: argparse.Namespace) -> int:
             )
             return 1
         return serve(
-            config,
+            _with_flags(config, args),
             workers=args.workers,
             ready_file=args.ready_file,
-            load=child.load,
+            load=_flagged(child.load, args),
             admin=args.admin,
             admin_token=args.admin_token or os.environ.get("WSLB_ADMIN_TOKEN"),
             controller=child,
+            probes=args.probes,
         )
     except OSError as exc:
         log.error("cannot start: %s", exc)

@@ -229,6 +229,13 @@ class HealthSpec(Spec):
     type: Literal["tcp", "http", "https"] = "tcp"
     path: str = "/"
     host: str | None = None
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="check this port of each endpoint's host instead of its traffic port "
+        "(HAProxy's `check port`): a readiness probe port, say",
+    )
     interval: Duration = 3.0
     timeout: Duration = 5.0
     healthy_threshold: int = Field(default=2, ge=1, le=100)
@@ -536,6 +543,11 @@ class ServerSpec(Spec):
         ge=1,
         description="client connections of all listeners, divided among the workers; each "
         "worker also holds at most (its file-descriptor limit - 64) / 2 (HAProxy's maxconn)",
+    )
+    shutdown_delay: Duration = Field(
+        default=0.0,
+        description="on SIGTERM, keep accepting this long before draining, while readiness "
+        "already answers 503 (a cloud load balancer takes seconds to stop sending)",
     )
     shutdown_grace: Duration = 30.0
     access_log: bool = Field(

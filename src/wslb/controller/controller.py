@@ -72,6 +72,7 @@ class ControllerOptions:
     configmap: str | None = None  # NS/NAME
     publish_service: str | None = None  # NS/NAME
     publish_status_address: tuple[str, ...] = ()
+    update_status: bool = True  # ingress-nginx's --update-status
     affinity_secret: str = "wslb-affinity"  # [NS/]NAME, in the controller's namespace
     election_id: str = "wslb-leader"
     identity: str = ""
@@ -375,7 +376,8 @@ class Controller:
             self.publish(built.config)
         if self.elector is not None and self.elector.leading:
             await self._events(built)
-            await self._status(built, stores, publish)
+            if self.opt.update_status:
+                await self._status(built, stores, publish)
 
     def _report(self, built: Built) -> None:
         seen: set[tuple[str, str, str]] = set()

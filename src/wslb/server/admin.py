@@ -23,6 +23,11 @@ Bound to loopback by default. Bound elsewhere, it refuses to start without a bea
 (``--admin-token`` or ``WSLB_ADMIN_TOKEN``); with a token, every request must carry
 ``Authorization: Bearer TOKEN`` (GET requests may give ``?token=TOKEN`` instead, for the
 dashboard in a browser, whose event stream cannot send headers).
+
+The probe listener (``--probes HOST:PORT``) is the read-only part for the kubelet and
+Prometheus, with no token: ``/healthz``, ``/readyz`` and ``/metrics``, nothing that changes
+anything. ``/readyz`` answers 503 from the moment SIGTERM arrives (the ``stopping`` mark in the
+state directory, made by whichever process got the signal first), before any draining starts.
 """
 
 from __future__ import annotations
@@ -54,7 +59,17 @@ from wslb.server.stats import LATENCY_BUCKETS, TUNNEL_BUCKETS
 log = logging.getLogger("wslb.admin")
 
 FRESH = 3.0  # seconds: an older snapshot is a worker that is not there
+STOPPING = "stopping"  # the mark in the state directory: SIGTERM arrived, readiness is 503
 Validate = Callable[[], list[str]]  # the configuration source's errors (empty: valid)
+
+
+def mark_stopping(directory: str) -> None:
+    """Readiness answers 503 from now on (called on SIGTERM, before anything else)."""
+    try:
+        with open(os.path.join(directory, STOPPING), "w", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        log.warning("cannot mark %s as stopping: %s", directory, exc)
 
 
 def is_loopback(host: str) -> bool:
@@ -82,6 +97,8 @@ class State:
         return out
 
     def ready(self) -> tuple[bool, str]:
+        if os.path.exists(os.path.join(self.directory, STOPPING)):
+            return False, "stopping"
         snaps = self.snapshots()
         now = time.time()
         fresh = [s for s in snaps if now - s["time"] < FRESH]
@@ -296,15 +313,86 @@ class Collector:
         yield workers
 
 
+def _bound(httpd: ThreadingHTTPServer | None) -> tuple[str, int] | None:
+    if httpd is None:
+        return None
+    host, port = httpd.server_address[:2]
+    return str(host), int(port)
+
+
+class _ProbeHandler(BaseHTTPRequestHandler):
+    """The kubelet's and Prometheus' view: health, readiness and metrics; no token."""
+
+    server_admin: AdminServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("probe %s: " + format, self.client_address[0], *args)
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        status, ctype, body = 404, "text/plain", b"not found\n"
+        if path == "/healthz":
+            status, body = 200, b"ok\n"
+        elif path == "/readyz":
+            ok, why = self.server_admin.state.ready()
+            status, body = (200 if ok else 503), why.encode() + b"\n"
+        elif path == "/metrics":
+            status, ctype = 200, "text/plain; version=0.0.4"
+            body = generate_latest(self.server_admin.registry)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+
+class _WaitingHandler(_ProbeHandler):
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        status, body = 404, b"not found\n"
+        if path == "/healthz":
+            status, body = 200, b"ok\n"
+        elif path == "/readyz":
+            status, body = 503, b"waiting for the first configuration\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")  # the next probe finds the real listener
+        self.end_headers()
+        self.close_connection = True
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+
+def waiting_probes(address: tuple[str, int]) -> ThreadingHTTPServer:
+    """The probe listener before there is anything to serve (the controller's first sync):
+    alive, not ready. Closed just before :class:`AdminServer` binds the same address."""
+    httpd = ThreadingHTTPServer(address, _WaitingHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="wslb-probe-wait", daemon=True).start()
+    return httpd
+
+
 class AdminServer:
+    """The admin listener (``address``) and the probe listener (``probes``), either or both,
+    over the same snapshots."""
+
     def __init__(
         self,
-        address: tuple[str, int],
+        address: tuple[str, int] | None,
         state_dir: str,
         workers: int,
         validate: Validate | None,
         reload_pid: int,
         token: str | None,
+        probes: tuple[str, int] | None = None,
     ) -> None:
         self.state = State(state_dir, workers)
         self.state_dir = state_dir
@@ -318,9 +406,34 @@ class AdminServer:
         class Handler(_Handler):
             server_admin = admin
 
-        self.httpd = ThreadingHTTPServer(address, Handler)
-        self.httpd.daemon_threads = True
-        self.address = self.httpd.server_address[:2]
+        class Probe(_ProbeHandler):
+            server_admin = admin
+
+        self.httpd: ThreadingHTTPServer | None = None
+        self.probes: ThreadingHTTPServer | None = None
+        if address is not None:
+            self.httpd = ThreadingHTTPServer(address, Handler)
+            self.httpd.daemon_threads = True
+        try:
+            if probes is not None:
+                self.probes = ThreadingHTTPServer(probes, Probe)
+                self.probes.daemon_threads = True
+        except OSError:
+            self.close()
+            raise
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return _bound(self.httpd)
+
+    @property
+    def probes_address(self) -> tuple[str, int] | None:
+        return _bound(self.probes)
+
+    def close(self) -> None:
+        for httpd in (self.httpd, self.probes):
+            if httpd is not None:
+                httpd.server_close()
 
     def _master(self) -> dict[str, Any]:
         try:
@@ -331,12 +444,16 @@ class AdminServer:
             return {}
 
     def start_thread(self) -> None:
-        threading.Thread(target=self.httpd.serve_forever, name="wslb-admin", daemon=True).start()
-        log.info("admin listener on %s:%d", *self.address)
+        for httpd, what in ((self.httpd, "admin"), (self.probes, "probe")):
+            if httpd is not None:
+                name = f"wslb-{what}"
+                threading.Thread(target=httpd.serve_forever, name=name, daemon=True).start()
+                log.info("%s listener on %s:%d", what, *httpd.server_address[:2])
 
     def serve_forever(self) -> None:
-        log.info("admin listener on %s:%d", *self.address)
-        self.httpd.serve_forever()
+        """In the admin process: every listener in a thread; this one waits for the end."""
+        self.start_thread()
+        threading.Event().wait()
 
     def drain(self, backend: str, endpoint: str, undo: bool) -> None:
         """Record the drain where every worker looks for it (drains.json, read each second)."""

@@ -32,7 +32,7 @@ async def probe(backend: BackendState, ep: EndpointState) -> tuple[bool, str]:
         async with asyncio.timeout(spec.timeout):
             reader, writer = await asyncio.open_connection(
                 ep.host,
-                ep.port,
+                spec.port or ep.port,
                 ssl=ctx,
                 server_hostname=(backend.server_hostname or ep.host) if ctx else None,
             )

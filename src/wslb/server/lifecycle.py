@@ -6,7 +6,11 @@ listening socket to the same address, and the kernel spreads new connections acr
 
 SIGTERM or SIGINT drains a worker: it stops accepting, closes idle keep-alive connections,
 lets in-flight requests finish, and after ``server.shutdown_grace`` closes what is left (tunnels
-included). The master forwards the signal to every worker and waits for them; a worker that dies
+included). On SIGTERM, readiness (``/readyz``) answers 503 at once, and the worker keeps
+accepting and serving for ``server.shutdown_delay`` first: a cloud load balancer and kube-proxy
+take seconds to stop sending new connections to a pod that is going (SIGINT, a person's Ctrl-C,
+skips the delay). The master forwards the signal to every worker and waits for them; the admin
+and probe listeners and the controller stop after the last worker. A worker that dies
 unexpectedly is started again.
 
 SIGHUP (or a change of a watched path, ``--watch``) reloads: the configuration is read and
@@ -41,7 +45,7 @@ import uvloop
 from wslb.balancer.endpoints import EndpointState
 from wslb.config.model import Config, ListenerSpec
 from wslb.errors import ConfigIssue
-from wslb.server.admin import AdminServer, is_loopback
+from wslb.server.admin import AdminServer, is_loopback, mark_stopping
 from wslb.server.discovery import Discovery
 from wslb.server.healthcheck import HealthChecker
 from wslb.server.listener import Listener, bind_socket
@@ -170,6 +174,19 @@ class Worker:
         self.health: HealthChecker | None = None
         self.discovery: Discovery | None = None
         self.stop_event: asyncio.Event | None = None
+        self.stop_signal = signal.SIGTERM
+
+    def _on_stop(self, signum: int) -> None:
+        if self.stop_event is None:
+            return
+        if self.stop_event.is_set():
+            self.stop_signal = signal.SIGINT  # a second signal: no more waiting
+            self.cut_delay.set()
+            return
+        self.stop_signal = signal.Signals(signum)
+        if self.state_dir is not None:
+            mark_stopping(self.state_dir)
+        self.stop_event.set()
 
     async def start(self) -> dict[str, tuple[str, int]]:
         loop = asyncio.get_running_loop()
@@ -193,8 +210,9 @@ class Worker:
     async def run(self, ready: Ready | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
+        self.cut_delay = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
+            loop.add_signal_handler(sig, self._on_stop, sig)
         tasks: set[asyncio.Task[object]] = set()
 
         def spawn(coro: Any) -> None:
@@ -215,9 +233,27 @@ class Worker:
         if ready is not None:
             ready(bound)
         await self.stop_event.wait()
+        await self._accept_a_while()
         for task in list(tasks):
             task.cancel()
         await self.shutdown()
+
+    async def _accept_a_while(self) -> None:
+        """After SIGTERM: go on as usual for ``server.shutdown_delay`` (reloads included),
+        until a second signal."""
+        delay = self.config.server.shutdown_delay
+        if self.stop_signal != signal.SIGTERM or delay <= 0:
+            return
+        log.info(
+            "worker %d: SIGTERM; accepting for %.1fs more (server.shutdown_delay), then draining",
+            self.index,
+            delay,
+        )
+        try:
+            async with asyncio.timeout(delay):
+                await self.cut_delay.wait()
+        except TimeoutError:
+            pass
 
     async def _watch(self, watcher: Watcher) -> None:
         while True:
@@ -471,6 +507,7 @@ def write_ready_file(
     bound: dict[str, tuple[str, int]],
     workers: int,
     admin: tuple[str, int] | None = None,
+    probes: tuple[str, int] | None = None,
 ) -> None:
     data: dict[str, object] = {
         "pid": os.getpid(),
@@ -479,6 +516,8 @@ def write_ready_file(
     }
     if admin is not None:
         data["admin"] = {"address": admin[0], "port": admin[1]}
+    if probes is not None:
+        data["probes"] = {"address": probes[0], "port": probes[1]}
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
@@ -499,12 +538,14 @@ def serve(
     admin: tuple[str, int] | None = None,
     admin_token: str | None = None,
     controller: ControllerChild | None = None,
+    probes: tuple[str, int] | None = None,
 ) -> int:
     """Run wslb. ``load`` reads the configuration again for a reload (SIGHUP; and every
     change of the ``watch`` paths); without it SIGHUP is ignored. ``admin``: the address of
     the admin listener (server/admin.py). ``controller``: the process that watches the
     Kubernetes API (controller/process.py), already running; the master restarts it if it
-    dies, so with it there is always a master, even for one worker."""
+    dies, so with it there is always a master, even for one worker. ``probes``: the address of
+    the probe listener (/healthz, /readyz, /metrics with no token)."""
     n = workers or config.server.workers
     # One random key for this start, shared by the workers forked below (replicas that must
     # agree on affinity cookies are given the same `server.secret`); and the real number of
@@ -523,13 +564,15 @@ def serve(
     bound = {name: sock.getsockname()[:2] for name, sock in sockets.items()}
     state_dir = tempfile.mkdtemp(prefix="wslb-")  # 0700: snapshots, drains, reloads
     admin_server = None
-    if admin is not None:
-        admin_server = AdminServer(admin, state_dir, n, _validator(load), os.getpid(), admin_token)
-        admin = (str(admin_server.address[0]), int(admin_server.address[1]))
+    if admin is not None or probes is not None:
+        admin_server = AdminServer(
+            admin, state_dir, n, _validator(load), os.getpid(), admin_token, probes
+        )
+        admin, probes = admin_server.address, admin_server.probes_address
 
     def announce(b: dict[str, tuple[str, int]]) -> None:
         if ready_file:
-            write_ready_file(ready_file, b, n, admin)
+            write_ready_file(ready_file, b, n, admin, probes)
 
     try:
         if n == 1 and controller is None:
@@ -549,6 +592,8 @@ def serve(
         master.controller = controller
         return master.run(admin_server)
     finally:
+        if admin_server is not None:
+            admin_server.close()
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
@@ -641,7 +686,24 @@ class _Master:
         self.children[pid] = index
 
     def on_signal(self, signum: int, _frame: object) -> None:
+        """SIGTERM/SIGINT: readiness 503 at once, and the signal to every worker (which keep
+        accepting for ``server.shutdown_delay`` after a SIGTERM, then drain)."""
+        if not self.stopping:
+            mark_stopping(self.private)
         self.stopping = True
+        for pid, index in list(self.children.items()):
+            if index >= 0:
+                try:
+                    os.kill(pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        self._stop_helpers()
+
+    def _stop_helpers(self) -> None:
+        """The admin/probe listener and the controller go once the last worker is gone: the
+        kubelet's liveness probe keeps its answer while the workers drain."""
+        if any(index >= 0 for index in self.children.values()):
+            return
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -702,7 +764,7 @@ class _Master:
             return self._run()
         finally:
             if admin is not None:
-                admin.httpd.server_close()
+                admin.close()
 
     def _run(self) -> int:
         wake_r, wake_w = os.pipe()
@@ -777,8 +839,10 @@ class _Master:
                         self.spawn_admin()
                     else:
                         self.spawn(index)
-                elif os.waitstatus_to_exitcode(status) != 0:
-                    code = 1
+                else:
+                    if os.waitstatus_to_exitcode(status) != 0:
+                        code = 1
+                    self._stop_helpers()
         signal.set_wakeup_fd(-1)
         for s in self.sockets.values():
             s.close()

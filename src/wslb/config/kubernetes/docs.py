@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from wslb.config.kubernetes import configmap
 from wslb.config.kubernetes.annotations import TABLE
+from wslb.controller import rbac
 
 HEADER = """# Kubernetes manifests
 
@@ -93,6 +94,9 @@ wslb controller --publish-service ingress/wslb --configmap ingress/wslb \\
 | `--affinity-secret [NS/]NAME` | `wslb-affinity` | the key replicas share |
 | `--election-id` | `wslb-leader` | the Lease |
 | `--sync-timeout` | 120 | seconds to wait for the first sync before exiting |
+| `--update-status` | true | write Ingress status (`false` while ingress-nginx still serves the same Ingresses, so that the two do not overwrite each other's addresses) |
+| `--probes [HOST:]PORT` | none | the kubelet's and Prometheus' listener, no token: `/healthz` (200 from the start), `/readyz` (503 until the first configuration serves, and from SIGTERM on), `/metrics` |
+| `--shutdown-delay SECONDS` | 0 (`server.shutdown_delay`) | on SIGTERM, keep accepting this long before draining (alias `--shutdown-grace-period`, as ingress-nginx) |
 | `--port-map`, `--bind-address`, `--certificates`, `--acme-*`, `--workers`, `--admin`, `--ready-file`, `--log-*` | | as for `serve` |
 
 **How it follows the API** (src/wslb/controller/): each kind is listed (pages of 500), then
@@ -141,17 +145,10 @@ each Ingress it serves (the publish Service's addresses, or `--publish-status-ad
 when it differs, and clears it on Ingresses it stops serving; only it records Events and
 creates the affinity Secret.
 
-**RBAC** (what the service account needs):
+**RBAC**: exactly what the controller asks for (src/wslb/controller/rbac.py; the Helm chart's
+ClusterRole and Role are these, and a test compares both with the requests a controller makes):
 
-| API group | resources | verbs |
-|---|---|---|
-| `networking.k8s.io` | `ingresses`, `ingressclasses` | get, list, watch |
-| `networking.k8s.io` | `ingresses/status` | update, patch |
-| `""` | `services`, `secrets`, `configmaps` | get, list, watch |
-| `discovery.k8s.io` | `endpointslices` | list, watch |
-| `""` | `secrets` (the affinity Secret, own namespace) | create |
-| `coordination.k8s.io` | `leases` (own namespace) | get, create, update |
-| `""` | `events` | create, patch |
+{rbac}
 
 **How it differs from ingress-nginx**: one process serves both the DigitalOcean load balancer's
 part (listeners from the publish Service's `do-loadbalancer-*` annotations) and the
@@ -199,7 +196,7 @@ def render_markdown() -> str:
         for row in TABLE:
             if row.on == on:
                 out.append(f"| `{row.short}` | {row.status} | {row.default} | {row.meaning} |\n")
-    out.append(CLUSTER)
+    out.append(CLUSTER.replace("{rbac}", rbac.table()))
     out.append(CONFIGMAP)
     for key in configmap.TABLE:
         out.append(f"| `{key.name}` | {key.status} | {key.default} | {key.meaning} |\n")
