@@ -186,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
         help="addresses for Ingress status instead of the publish Service's",
     )
     k.add_argument(
+        "--balancer-in-front",
+        action="store_true",
+        help="the publish Service's cloud load balancer (DigitalOcean's) is in front of wslb: "
+        "its annotations configure that balancer; wslb takes what it forwards (PROXY headers "
+        "with enable-proxy-protocol, plain HTTP where it terminates TLS)",
+    )
+    k.add_argument(
         "--update-status",
         type=_boolean,
         default=True,
@@ -548,7 +555,9 @@ def _controller(args: argparse.Namespace) -> int:
     log = logging.getLogger("wslb")
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     options = ControllerOptions(
-        manifest=ManifestOptions(**_manifest_options(args)),
+        manifest=ManifestOptions(
+            **_manifest_options(args), balancer_in_front=args.balancer_in_front
+        ),
         kubeconfig=args.kubeconfig,
         ingress_class=args.ingress_class,
         controller_class=args.controller_class,

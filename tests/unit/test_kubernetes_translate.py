@@ -999,3 +999,73 @@ def test_health_annotations_the_model_refuses_are_errors(tmp_path: Path) -> None
     assert config is None and errored(issues, "the health check path must start with '/'")
     (hit,) = [i for i in issues if "health check path" in i.message]
     assert hit.key.endswith("healthcheck-path") and hit.line is not None
+
+
+def _front(
+    tmp_path: Path, annotations: dict[str, str], cm: dict[str, str] | None = None
+) -> tuple[Config, list[ConfigIssue]]:
+    """The controller behind DigitalOcean's balancer (--balancer-in-front)."""
+    docs = [ingress(), lb_service(annotations)]
+    extra: dict[str, Any] = {}
+    if cm is not None:
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "wslb", "namespace": "ingress"},
+                "data": cm,
+            }
+        )
+        extra["configmap"] = "ingress/wslb"
+    config, issues = run(
+        tmp_path,
+        docs,
+        balancer_in_front=True,
+        lb_service="ingress/edge",
+        port_map={80: 8080, 443: 8443},
+        **extra,
+    )
+    assert config is not None, issues
+    return config, issues
+
+
+def test_behind_a_tcp_balancer_wslb_terminates_tls_on_443_and_takes_its_proxy_header(
+    tmp_path: Path,
+) -> None:
+    config, issues = _front(tmp_path, {DO + "enable-proxy-protocol": "true"})
+    by_port = {lst.port: lst for lst in config.listeners}
+    assert set(by_port) == {8080, 8443}
+    assert by_port[8080].protocol == "http" and by_port[8443].protocol == "https"
+    assert all(lst.proxy_protocol for lst in config.listeners)
+    assert config.backends[0].proxy_protocol is None  # the header ends at wslb
+    assert not [i for i in issues if i.severity == "error"], issues
+
+
+def test_behind_a_balancer_that_terminates_tls_wslb_listens_plain_and_keeps_its_headers(
+    tmp_path: Path,
+) -> None:
+    config, issues = _front(
+        tmp_path,
+        {
+            DO + "protocol": "http",
+            DO + "tls-ports": "443",
+            DO + "certificate-id": "0d6e-cert",
+            DO + "redirect-http-to-https": "true",
+            DO + "healthcheck-path": "/healthz",
+            DO + "override-health-check": "true",
+        },
+    )
+    by_port = {lst.port: lst for lst in config.listeners}
+    assert by_port[8443].protocol == "http" and by_port[8443].trusted_proxies
+    assert by_port[8080].protocol == "http" and by_port[8080].redirect_https is None
+    assert not any(lst.proxy_protocol for lst in config.listeners)
+    assert config.backends[0].health.type == "tcp"  # DO's check of its nodes, not of the pods
+    assert not warned(issues, "certificate"), issues  # DO's certificate, not wslb's
+
+
+def test_behind_a_balancer_use_proxy_protocol_of_the_configmap_is_accepted(
+    tmp_path: Path,
+) -> None:
+    config, issues = _front(tmp_path, {}, {"use-proxy-protocol": "true"})
+    assert all(lst.proxy_protocol for lst in config.listeners)
+    assert not any("use-proxy-protocol" in str(i) for i in issues), issues

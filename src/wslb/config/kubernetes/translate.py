@@ -83,6 +83,9 @@ class ManifestOptions:
     #: listeners (the controller's --publish-service); None: the first LoadBalancer Service
     #: of the files (from the API: none, and HTTP on 80 and HTTPS on 443)
     lb_service: str | None = None
+    #: the LoadBalancer Service's cloud balancer is in front of wslb (the controller in a
+    #: cluster, --balancer-in-front): its do-loadbalancer-* annotations configure that balancer
+    balancer_in_front: bool = False
     #: the objects come from the API (controller mode): endpoints only from EndpointSlices
     from_api: bool = False
 
@@ -633,7 +636,9 @@ class Translator:
         endpoints, discovery = self._endpoints(b)
         if endpoints is None:
             return None
-        lb = self._lb_service()
+        # a balancer in front: keep-alive, health checks and PROXY headers towards its nodes
+        # are its own (the PROXY header it sends ends at wslb's listeners)
+        lb = None if self.opt.balancer_in_front else self._lb_service()
         # ingress-nginx keeps upstream connections alive by default (320 idle ones); its
         # ConfigMap's upstream-keepalive-connections 0 turns that off
         conns = self.cm.get("upstream-keepalive-connections")
@@ -941,6 +946,8 @@ class Translator:
                 self._listener("https", 443, "https", self._default_cert(), {}),
             ]
         self.check_annotations(lb, (DO,))
+        if self.opt.balancer_in_front:
+            return self._listeners_behind(lb)
 
         def a(n: str) -> Any:
             return self.annotation(lb, DO + n)
@@ -1015,6 +1022,44 @@ class Translator:
                         "carry a cookie",
                     )
                 listeners.append(self._tcp_listener(lb, name, port, p, common))
+        return listeners
+
+    def _listeners_behind(self, lb: KObject) -> list[ListenerSpec]:
+        """wslb behind the balancer the LoadBalancer Service makes (DigitalOcean's), as
+        ingress-nginx is: a listener per Service port, taking what the balancer forwards.
+        Where the balancer terminates TLS (DO's https/http2 entry, tls-ports) it sends plain
+        HTTP with X-Forwarded-Proto, which is kept; elsewhere port 443 (or a port named https)
+        carries TLS, which wslb terminates with the Ingresses' Secrets (DO's tcp entry, its
+        tls-passthrough). With enable-proxy-protocol every connection starts with the PROXY
+        header the balancer sends (ingress-nginx's use-proxy-protocol); DO's certificates,
+        redirect, health checks and sticky sessions are the balancer's own."""
+
+        def a(n: str) -> Any:
+            return self.annotation(lb, DO + n)
+
+        protocol = a("protocol") or "tcp"
+        passthrough = bool(a("tls-passthrough"))
+        at_balancer = set(a("tls-ports") or []) | set(a("http2-ports") or [])
+        http_ports = set(a("http-ports") or [])
+        proxy = bool(a("enable-proxy-protocol")) or self.cm.get("use-proxy-protocol") is True
+        listeners = []
+        for p in lb.get("spec", "ports") or []:
+            port = p.get("port")
+            if not isinstance(port, int) or p.get("protocol", "TCP") != "TCP":
+                continue
+            name = f"{lb.name}-{p.get('name') or port}"
+            extra: dict[str, Any] = {"proxy_protocol": True} if proxy else {}
+            terminated = not passthrough and (
+                port in at_balancer
+                or (protocol in ("https", "http2", "http3") and port not in http_ports)
+            )
+            if terminated:
+                extra["trusted_proxies"] = ("0.0.0.0/0", "::/0")
+                listeners.append(self._listener(name, port, "http", None, extra))
+            elif port == 443 or p.get("name") == "https":
+                listeners.append(self._listener(name, port, "https", self._default_cert(), extra))
+            else:
+                listeners.append(self._listener(name, port, "http", None, extra))
         return listeners
 
     def _do_sticky(self, lb: KObject) -> None:
@@ -1167,7 +1212,11 @@ class Translator:
                         "lowest version",
                     )
                 )
-        if cm.get("use-proxy-protocol") and self._lb_service() is not None:
+        if (
+            cm.get("use-proxy-protocol")
+            and self._lb_service() is not None
+            and not self.opt.balancer_in_front
+        ):
             self.issues.append(
                 cm.issue(
                     "use-proxy-protocol",
@@ -1214,7 +1263,9 @@ class Translator:
         if block:
             out["deny"] = (*extra.get("deny", ()), *block)
         # behind a LoadBalancer Service's ports, wslb is the balancer: no PROXY header comes
-        if cm.get("use-proxy-protocol") and self._lb_service() is None:
+        if cm.get("use-proxy-protocol") and (
+            self._lb_service() is None or self.opt.balancer_in_front
+        ):
             out["proxy_protocol"] = True
         if protocol == "https" and "http2" not in extra and cm.get("use-http2") is False:
             out["http2"] = False
