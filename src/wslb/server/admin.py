@@ -320,6 +320,21 @@ def _bound(httpd: ThreadingHTTPServer | None) -> tuple[str, int] | None:
     return str(host), int(port)
 
 
+def _reply(
+    handler: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str, close: bool = False
+) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Cache-Control", "no-store")
+    if close:
+        handler.send_header("Connection", "close")
+        handler.close_connection = True
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
 class _ProbeHandler(BaseHTTPRequestHandler):
     """The kubelet's and Prometheus' view: health, readiness and metrics; no token."""
 
@@ -340,13 +355,7 @@ class _ProbeHandler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             status, ctype = 200, "text/plain; version=0.0.4"
             body = generate_latest(self.server_admin.registry)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        _reply(self, status, body, ctype)
 
     do_HEAD = do_GET
 
@@ -359,14 +368,7 @@ class _WaitingHandler(_ProbeHandler):
             status, body = 200, b"ok\n"
         elif path == "/readyz":
             status, body = 503, b"waiting for the first configuration\n"
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")  # the next probe finds the real listener
-        self.end_headers()
-        self.close_connection = True
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        _reply(self, status, body, "text/plain", close=True)  # the next probe: the real one
 
     do_HEAD = do_GET
 
@@ -481,13 +483,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("admin %s: " + format, self.client_address[0], *args)
 
     def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        _reply(self, status, body, ctype)
 
     def _json(self, status: int, data: Any) -> None:
         self._send(status, json.dumps(data, indent=1).encode())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -979,11 +979,7 @@ class Translator:
         if sticky:
             self._do_sticky(lb)
         listeners = []
-        for p in lb.get("spec", "ports") or []:
-            port = p.get("port")
-            if not isinstance(port, int) or p.get("protocol", "TCP") != "TCP":
-                continue
-            name = f"{lb.name}-{p.get('name') or port}"
+        for name, port, p in _tcp_ports(lb):
             if (
                 port in http2_ports
                 or port in tls_ports
@@ -1043,11 +1039,7 @@ class Translator:
         http_ports = set(a("http-ports") or [])
         proxy = bool(a("enable-proxy-protocol")) or self.cm.get("use-proxy-protocol") is True
         listeners = []
-        for p in lb.get("spec", "ports") or []:
-            port = p.get("port")
-            if not isinstance(port, int) or p.get("protocol", "TCP") != "TCP":
-                continue
-            name = f"{lb.name}-{p.get('name') or port}"
+        for name, port, p in _tcp_ports(lb):
             extra: dict[str, Any] = {"proxy_protocol": True} if proxy else {}
             terminated = not passthrough and (
                 port in at_balancer
@@ -1383,3 +1375,11 @@ def translate(objects: list[KObject], options: ManifestOptions) -> tuple[Config,
 
 
 Loader = Callable[[list[str]], tuple[list[KObject], list[ConfigIssue]]]
+
+
+def _tcp_ports(lb: KObject) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """The LoadBalancer Service's TCP ports: (listener name, port, the port's entry)."""
+    for p in lb.get("spec", "ports") or []:
+        port = p.get("port")
+        if isinstance(port, int) and p.get("protocol", "TCP") == "TCP":
+            yield f"{lb.name}-{p.get('name') or port}", port, p
