@@ -5,7 +5,7 @@ NPM ?= npm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test unit demo demo-basic bench clean
+.PHONY: venv lint test unit demo demo-basic bench image manifests clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,20 @@ demo-basic: venv
 
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The container image localhost/wslb:dev (Containerfile) with buildah, on a Debian base made
+# with mmdebstrap and wheels built here: no registry needed (deploy/image/build.sh). As root.
+image: venv
+	WHEEL_PYTHON=$(BIN)/python deploy/image/build.sh
+
+# deploy/manifests/wslb.yaml: the Helm chart rendered as `helm template` renders it
+# (tools/helm-template: Go's text/template and sprig, from Debian's golang-go and
+# golang-github-masterminds-sprig-dev; no helm binary exists in Debian)
+manifests:
+	{ echo "# Rendered from deploy/helm/wslb by make manifests: edit the chart, not this file."; \
+	  "$$(sh tools/helm-template/build.sh)" --namespace wslb -f deploy/manifests/values.yaml \
+	  wslb deploy/helm/wslb; } > deploy/manifests/wslb.yaml.tmp
+	mv deploy/manifests/wslb.yaml.tmp deploy/manifests/wslb.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
