@@ -89,6 +89,7 @@ wslb controller --publish-service ingress/wslb --configmap ingress/wslb \\
 | `--watch-ingress-without-class` | off | also serve Ingresses with no class; also on when one of wslb's IngressClasses has `ingressclass.kubernetes.io/is-default-class: "true"` (the API server gives new Ingresses that class; this covers older ones) |
 | `--watch-namespace` | all | only this namespace's Ingresses, Services, EndpointSlices and Secrets |
 | `--publish-service NS/NAME` | none | the LoadBalancer Service in front: its ports and `do-loadbalancer-*` annotations are wslb's listeners (as with files), its `status.loadBalancer` addresses go to Ingress status. Without it: HTTP on 80 and HTTPS on 443, as ingress-nginx |
+| `--balancer-in-front` | off | the publish Service's cloud balancer (DigitalOcean's, made for that Service: the Helm chart's case) is in front of wslb, as it is in front of ingress-nginx: its `do-loadbalancer-*` annotations configure that balancer, and wslb listens, per Service port, for what it forwards: plain HTTP with `X-Forwarded-*` kept where it terminates TLS (`protocol` https/http2, `tls-ports`), TLS on 443 (or a port named `https`) otherwise, a PROXY header first with `enable-proxy-protocol` (or the ConfigMap's `use-proxy-protocol`). Off, wslb is that balancer itself, as with files |
 | `--publish-status-address A[,B]` | none | these addresses for Ingress status instead |
 | `--configmap NS/NAME` | none | the ingress-nginx ConfigMap (below) |
 | `--affinity-secret [NS/]NAME` | `wslb-affinity` | the key replicas share |
