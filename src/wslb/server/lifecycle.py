@@ -175,6 +175,7 @@ class Worker:
         self.discovery: Discovery | None = None
         self.stop_event: asyncio.Event | None = None
         self.stop_signal = signal.SIGTERM
+        self.cut_delay = asyncio.Event()  # a second signal during server.shutdown_delay
 
     def _on_stop(self, signum: int) -> None:
         if self.stop_event is None:
@@ -210,7 +211,6 @@ class Worker:
     async def run(self, ready: Ready | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
-        self.cut_delay = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
         tasks: set[asyncio.Task[object]] = set()
@@ -759,14 +759,7 @@ class _Master:
                 pass
 
     def run(self, admin: AdminServer | None = None) -> int:
-        self.admin = admin
-        try:
-            return self._run()
-        finally:
-            if admin is not None:
-                admin.close()
-
-    def _run(self) -> int:
+        self.admin = admin  # closed by serve() when this returns
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
