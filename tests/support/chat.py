@@ -18,10 +18,20 @@ from tests.support.procs import ROOT, Proc, scaled
 CHAT = ROOT / "examples" / "chat"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, and never one this process was given before: two of them picked for
+    one test (Pebble's directory and a port it validates on, say) cannot be the same."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def redis_server_binary() -> str:
