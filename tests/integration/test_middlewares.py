@@ -44,6 +44,24 @@ async def test_route_redirect_with_port_and_code(
     assert r.headers["location"] == "https://h.example:8443/p?q"
 
 
+async def test_route_redirect_not_for_https_a_trusted_balancer_terminated(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    """Behind a balancer that terminated TLS (DigitalOcean's https entry): its
+    X-Forwarded-Proto: https is believed from a trusted proxy only, and then no redirect
+    (which would loop), as ingress-nginx with use-forwarded-headers."""
+    https = {"X-Forwarded-Proto": "https", "Host": "h.example"}
+    trusted = wslb(
+        _cfg(backends, {"redirect_https": {}}, listener={"trusted_proxies": ["127.0.0.1/32"]})
+    )
+    untrusted = wslb(_cfg(backends, {"redirect_https": {}}))
+    async with httpx.AsyncClient(base_url=trusted.url("web")) as client:
+        assert (await client.get("/p", headers=https)).status_code == 200
+        assert (await client.get("/p", headers={"Host": "h.example"})).status_code == 308
+    async with httpx.AsyncClient(base_url=untrusted.url("web")) as client:
+        assert (await client.get("/p", headers=https)).status_code == 308
+
+
 async def test_cors_preflight_and_responses(
     wslb: Callable[..., Wslb], backends: list[Proc]
 ) -> None:

@@ -273,7 +273,7 @@ class Exchange:
         if route.access is not None and not route.access.permits(down.client_addr[0]):
             self.local_reply(Forbidden(f"{down.client_addr[0]} is not allowed on this route"))
             return
-        if route.redirect is not None and not listener.tls:
+        if route.redirect is not None and not listener.tls and not self._forwarded_https(head):
             self.redirect(route.redirect.code, route.redirect.port)
             return
         if route.engineio is not None and b"EIO=" in head.query and not self._engineio(route):
@@ -879,6 +879,11 @@ class Exchange:
         lines = [b"Content-Type: text/plain; charset=utf-8\r\n"]
         lines += [field(n, v) for n, v in exc.headers]
         self.local_response(status, lines, body, reason=exc.reason.encode())
+
+    def _forwarded_https(self, head: RequestHead) -> bool:
+        """A trusted proxy (a balancer that terminated TLS) says the client came over HTTPS:
+        no redirect, as ingress-nginx with use-forwarded-headers (its $pass_access_scheme)."""
+        return self.down.trusted and (head.header(b"x-forwarded-proto") or b"").lower() == b"https"
 
     def redirect(self, code: int, port: int | None) -> None:
         """Send the client to the same URL over HTTPS."""
