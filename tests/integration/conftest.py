@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -7,6 +8,8 @@ from typing import Any
 
 import pytest
 import trustme
+import websockets
+from websockets.asyncio.client import ClientConnection
 
 from tests.support.procs import Proc, Wslb, start_backend
 
@@ -117,3 +120,15 @@ def http_config(
         ],
         "routes": [{"backend": "app", **(route or {})}],
     }
+
+
+async def echo_until_closed(ws: ClientConnection, timeout: float) -> int | None:
+    """Keep sending on ``ws`` and reading the echo until the server closes it (within
+    ``timeout``, or the test fails); the close code it gave."""
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.send("x")
+                await ws.recv()
+                await asyncio.sleep(0.05)
+    return ws.close_code

@@ -13,10 +13,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import endpoints, http_config
+from tests.integration.conftest import echo_until_closed, endpoints, http_config
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
 
@@ -85,13 +84,7 @@ async def test_sigterm_drains_in_flight_requests_then_closes_tunnels_with_1001(
     # the tunnel keeps working, then gets a Close 1001 (going away) within the grace period:
     # tunnels are closed one after the other over most of it (test_drain.py measures the
     # spread), so that their clients do not all come back at once
-    with pytest.raises(websockets.ConnectionClosed):
-        async with asyncio.timeout(scaled(10)):
-            while True:
-                await ws.send("x")
-                await ws.recv()
-                await asyncio.sleep(0.05)
-    assert ws.close_code == 1001
+    assert await echo_until_closed(ws, scaled(10)) == 1001
     assert time.monotonic() - start <= grace + scaled(2)
     assert lb.proc.wait(scaled(10)) == 0
 

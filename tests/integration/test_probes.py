@@ -13,10 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import endpoints, http_config
+from tests.integration.conftest import echo_until_closed, endpoints, http_config
 from tests.integration.test_controller import Controller, chat_objects
 from tests.support.chat import free_port
 from tests.support.kubeapi import KubeAPI
@@ -113,13 +112,7 @@ async def test_sigterm_readiness_first_then_accepting_for_the_delay_then_drain(
             assert (await probe.get("/healthz")).status_code == 200
             await asyncio.sleep(0.1)
         # then the drain: listeners closed, the WebSocket closed with 1001, the process out
-        with pytest.raises(websockets.ConnectionClosed):
-            async with asyncio.timeout(scaled(10)):
-                while True:
-                    await ws.send("x")
-                    await ws.recv()
-                    await asyncio.sleep(0.05)
-        assert ws.close_code == 1001
+        assert await echo_until_closed(ws, scaled(10)) == 1001
         assert (await probe.get("/healthz")).status_code == 200  # alive while workers drain
     stop.set()
     await asyncio.gather(*loaders)
