@@ -24,6 +24,7 @@ import yaml
 
 from wslb.config.file import read_config
 from wslb.config.model import Config
+from wslb.config.units import parse_duration
 from wslb.errors import ConfigError, ConfigIssue
 
 Loader = Callable[[], tuple[Config | None, list[ConfigIssue]]]
@@ -72,12 +73,13 @@ def _boolean(value: str) -> bool:
 
 
 def _seconds(value: str) -> float:
+    """A duration as the YAML takes one (``10``, ``10s``, ``500ms``), at most an hour."""
     try:
-        seconds = float(value)
+        seconds = parse_duration(value)
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 3600:
-        raise argparse.ArgumentTypeError("expected seconds from 0 to 3600, e.g. 10")
+        raise argparse.ArgumentTypeError("expected a duration from 0 to 1h, e.g. 10 or 10s")
     return seconds
 
 

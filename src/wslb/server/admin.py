@@ -320,6 +320,25 @@ def _bound(httpd: ThreadingHTTPServer | None) -> tuple[str, int] | None:
     return str(host), int(port)
 
 
+def _probe(
+    path: str, ready: Callable[[], tuple[bool, str]], registry: CollectorRegistry | None
+) -> tuple[int, bytes, str] | None:
+    """/healthz, /readyz and /metrics (without a registry: none), as both listeners answer
+    them; None for any other path."""
+    if path == "/healthz":
+        return 200, b"ok\n", "text/plain"
+    if path == "/readyz":
+        ok, why = ready()
+        return (200 if ok else 503), why.encode() + b"\n", "text/plain"
+    if path == "/metrics" and registry is not None:
+        return 200, generate_latest(registry), "text/plain; version=0.0.4"
+    return None
+
+
+def _waiting() -> tuple[bool, str]:
+    return False, "waiting for the first configuration"
+
+
 def _reply(
     handler: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str, close: bool = False
 ) -> None:
@@ -345,30 +364,18 @@ class _ProbeHandler(BaseHTTPRequestHandler):
         log.debug("probe %s: " + format, self.client_address[0], *args)
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        status, ctype, body = 404, "text/plain", b"not found\n"
-        if path == "/healthz":
-            status, body = 200, b"ok\n"
-        elif path == "/readyz":
-            ok, why = self.server_admin.state.ready()
-            status, body = (200 if ok else 503), why.encode() + b"\n"
-        elif path == "/metrics":
-            status, ctype = 200, "text/plain; version=0.0.4"
-            body = generate_latest(self.server_admin.registry)
-        _reply(self, status, body, ctype)
+        admin = self.server_admin
+        answer = _probe(urlsplit(self.path).path, admin.state.ready, admin.registry)
+        _reply(self, *(answer or (404, b"not found\n", "text/plain")))
 
     do_HEAD = do_GET
 
 
 class _WaitingHandler(_ProbeHandler):
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        status, body = 404, b"not found\n"
-        if path == "/healthz":
-            status, body = 200, b"ok\n"
-        elif path == "/readyz":
-            status, body = 503, b"waiting for the first configuration\n"
-        _reply(self, status, body, "text/plain", close=True)  # the next probe: the real one
+        answer = _probe(urlsplit(self.path).path, _waiting, None)
+        # Connection: close, so that the next probe finds the real listener
+        _reply(self, *(answer or (404, b"not found\n", "text/plain")), close=True)
 
     do_HEAD = do_GET
 
@@ -510,13 +517,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         admin = self.server_admin
-        if url.path == "/metrics":
-            self._send(200, generate_latest(admin.registry), "text/plain; version=0.0.4")
-        elif url.path == "/healthz":
-            self._send(200, b"ok\n", "text/plain")
-        elif url.path == "/readyz":
-            ok, why = admin.state.ready()
-            self._send(200 if ok else 503, why.encode() + b"\n", "text/plain")
+        probed = _probe(url.path, admin.state.ready, admin.registry)
+        if probed is not None:
+            _reply(self, *probed)
         elif url.path == "/api/state":
             self._json(200, admin.state.merged())
         elif url.path in ("/", "/dashboard"):
