@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints
 from tests.integration.test_kubernetes import _certdir, _client_ctx
-from tests.support.chat import CHAT, Redis, start_pod
+from tests.support.chat import CHAT, chat_cluster
 from tests.support.kubeapi import KubeAPI
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
@@ -349,13 +349,8 @@ async def test_seed_objects_from_the_api(
 
 @pytest.fixture(scope="module")
 def chat_pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Proc]]:
-    wd = tmp_path_factory.mktemp("chat")
-    redis = Redis(wd)
-    pods = [start_pod(f"pod-{i}", redis.url, wd) for i in range(4)]
-    yield pods
-    for p in pods:
-        p.stop()
-    redis.stop()
+    with chat_cluster(tmp_path_factory.mktemp("chat"), 4) as (_redis, pods):
+        yield pods
 
 
 def chat_objects(

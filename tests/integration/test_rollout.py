@@ -43,7 +43,7 @@ import socketio
 import yaml
 
 from tests.integration.test_controller import Controller, _statuses, chat_objects
-from tests.support.chat import CHAT, Redis, start_pod
+from tests.support.chat import CHAT, chat_cluster
 from tests.support.kubeapi import KubeAPI
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
@@ -67,13 +67,8 @@ LB, CONFIGMAP = "ingress/wslb", "ingress/wslb-config"
 
 @pytest.fixture(scope="module")
 def chat_pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Proc]]:
-    wd = tmp_path_factory.mktemp("chat")
-    redis = Redis(wd)
-    pods = [start_pod(f"pod-{i}", redis.url, wd) for i in range(3)]
-    yield pods
-    for p in pods:
-        p.stop()
-    redis.stop()
+    with chat_cluster(tmp_path_factory.mktemp("chat"), 3) as (_redis, pods):
+        yield pods
 
 
 @pytest.fixture

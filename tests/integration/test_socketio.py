@@ -21,7 +21,7 @@ import pytest
 import socketio
 
 from tests.support.browser import run_browser_script
-from tests.support.chat import CHAT, Redis, start_pod
+from tests.support.chat import CHAT, Redis, chat_cluster, start_pod
 from tests.support.procs import ROOT, Proc, Wslb, scaled
 
 N_CLIENTS, N_MESSAGES = 30, 20
@@ -62,12 +62,8 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     wd = tmp_path_factory.mktemp("chat")
-    redis = Redis(wd)
-    pods = [start_pod(f"pod-{i}", redis.url, wd) for i in range(3)]
-    yield Cluster(redis, pods, wd)
-    for p in pods:
-        p.stop()
-    redis.stop()
+    with chat_cluster(wd, 3) as (redis, pods):
+        yield Cluster(redis, pods, wd)
 
 
 def chat_config(c: Cluster, **route: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.procs import ROOT, Proc, scaled
@@ -116,3 +118,17 @@ def start_pod(name: str, redis_url: str, workdir: Path, port: int = 0) -> Proc:
     proc = Proc(args, ready, env={"POD_NAME": name, "REDIS_URL": redis_url})
     proc.wait_ready()
     return proc
+
+
+@contextmanager
+def chat_cluster(workdir: Path, pods: int) -> Iterator[tuple[Redis, list[Proc]]]:
+    """A Redis and ``pods`` chat pods on it, named pod-0...; all stopped at the end."""
+    redis = Redis(workdir)
+    started: list[Proc] = []
+    try:
+        started.extend(start_pod(f"pod-{i}", redis.url, workdir) for i in range(pods))
+        yield redis, started
+    finally:
+        for p in started:
+            p.stop()
+        redis.stop()
