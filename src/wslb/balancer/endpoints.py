@@ -66,6 +66,13 @@ class EndpointState:
     def __repr__(self) -> str:
         return f"<Endpoint {self.address} healthy={self.healthy} active={self.active}>"
 
+    def enter(self) -> None:
+        """A request or tunnel starts using this endpoint (``leave`` when it ends)."""
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
     def available(self, now: float) -> bool:
         return (
             self.healthy

@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Sequence
 
 from wslb.balancer.endpoints import EndpointState
+from wslb.proto.engineio import NotAnOpenPacket, rewrite_open_packet
 
 TAG_LEN = 12  # characters of base64url: 72 bits
 
@@ -47,3 +48,43 @@ class EngineIOAffinity:
             if hmac.compare_digest(self.tag(ep, sid_s), tag_s):
                 return ep, sid
         return None, sid
+
+
+class OpenPacketTagger:
+    """The body of a polling handshake's response, with the sid of its open packet tagged for
+    ``endpoint``. Pure: bytes in, bytes out. ``feed`` returns None while the open packet is
+    incomplete (the response head waits, since a Content-Length changes by ``delta``), then
+    what to send; ``finish`` (the body ended) returns what is left. A body that is not an open
+    packet passes as it is (``error`` says why)."""
+
+    __slots__ = ("_buf", "_tag", "delta", "error", "version")
+
+    def __init__(self, affinity: EngineIOAffinity, endpoint: EndpointState, version: bytes):
+        self._tag = lambda sid: affinity.wire_sid(endpoint, sid)
+        self.version = version
+        self._buf = b""
+        self.delta = 0  # what the rewrite adds to the body's length
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> bytes | None:
+        self._buf += data
+        return self._rewrite(complete=False)
+
+    def finish(self) -> bytes:
+        body = self._rewrite(complete=True)
+        assert body is not None
+        return body
+
+    def _rewrite(self, *, complete: bool) -> bytes | None:
+        buf = self._buf
+        try:
+            result = rewrite_open_packet(buf, self.version, self._tag, complete)
+        except NotAnOpenPacket as exc:
+            self.error = str(exc)
+            result = (b"", 0)
+        if result is None:
+            return None
+        replacement, consumed = result
+        self._buf = b""
+        self.delta = len(replacement) - consumed
+        return replacement + buf[consumed:]

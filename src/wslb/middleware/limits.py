@@ -50,3 +50,16 @@ class Counter:
             self._counts[key] = n
         else:
             self._counts.pop(key, None)
+
+
+class Gauge:
+    """A count that outlives the object that made it (a backend replaced by a reload keeps
+    counting its open tunnels in the same gauge)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def release(self) -> None:
+        self.n -= 1

@@ -496,7 +496,7 @@ class DownstreamHTTP(asyncio.Protocol):
         client_bytes = b"".join(self.tail)
         self.tail = []
         if self.slot is not None:  # the tunnel holds the connection's place now
-            tunnel.on_close.append(self.slot.release)
+            tunnel.holds.append(self.slot.release)
             self.slot = None
         # The relays write to the transports directly: what is held goes first.
         self.out.flush()

@@ -8,7 +8,7 @@ than ``idle_timeout``, when the pool is full (the oldest goes), or when the back
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 
 class Poolable(Protocol):
@@ -19,22 +19,25 @@ class Poolable(Protocol):
     def close(self) -> None: ...
 
 
-class Pool:
+C = TypeVar("C", bound=Poolable)
+
+
+class Pool(Generic[C]):
     __slots__ = ("_idle", "idle_timeout", "max_idle", "max_requests")
 
     def __init__(self, max_idle: int, idle_timeout: float, max_requests: int) -> None:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.max_requests = max_requests
-        self._idle: list[Poolable] = []
+        self._idle: list[C] = []
 
     def __len__(self) -> int:
         return len(self._idle)
 
-    def __iter__(self) -> Iterator[Poolable]:
+    def __iter__(self) -> Iterator[C]:
         return iter(self._idle)
 
-    def get(self) -> Poolable | None:
+    def get(self) -> C | None:
         idle = self._idle
         while idle:
             conn = idle.pop()
@@ -42,7 +45,7 @@ class Pool:
                 return conn
         return None
 
-    def put(self, conn: Poolable, now: float) -> bool:
+    def put(self, conn: C, now: float) -> bool:
         """Keep ``conn`` for reuse; False (and the caller closes it) when it should not be kept."""
         if conn.served >= self.max_requests or conn.closed:
             return False
@@ -52,7 +55,7 @@ class Pool:
         self._idle.append(conn)
         return True
 
-    def discard(self, conn: Poolable) -> None:
+    def discard(self, conn: C) -> None:
         try:
             self._idle.remove(conn)
         except ValueError:

@@ -26,18 +26,36 @@ from wslb.config.model import (
     BackendSpec,
     ClientSpec,
     Config,
-    HeaderRule,
     ListenerSpec,
-    RedirectSpec,
     RouteSpec,
     TimeoutsSpec,
 )
 from wslb.middleware.access import AccessList
 from wslb.middleware.admission import Admission
 from wslb.middleware.affinity import CookieAffinity
+from wslb.middleware.chain import Chooser, Counting, ResponseStep, Step
+from wslb.middleware.choosers import CookieChooser, HashChooser
 from wslb.middleware.cors import Cors
 from wslb.middleware.engineio import EngineIOAffinity
-from wslb.middleware.limits import Counter, TokenBuckets
+from wslb.middleware.limits import Gauge
+from wslb.middleware.responses import (
+    AddHeaders,
+    AffinityCookie,
+    CorsHeaders,
+    HeaderTemplate,
+    RequestHeaders,
+    SetHeaders,
+)
+from wslb.middleware.steps import (
+    AcmeChallenge,
+    Allow,
+    CorsPreflight,
+    EngineIORouting,
+    HandshakeAdmission,
+    RateLimits,
+    RedirectHTTPS,
+    TunnelCap,
+)
 from wslb.middleware.templates import Template
 from wslb.routing.table import RouteEntry, RouteTable
 from wslb.server.clock import Sweeper, interval_for
@@ -52,6 +70,7 @@ from wslb.server.ocsp import Stapler
 from wslb.server.output import WriteBatch
 from wslb.server.pool import Pool
 from wslb.server.tls import client_context, install_ticket_keys, server_context
+from wslb.server.upstream import UpstreamHTTP
 from wslb.server.upstream_h2 import H2Connections
 
 if TYPE_CHECKING:
@@ -66,18 +85,6 @@ access_log = logging.getLogger("wslb.access")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class Gauge:
-    """A count that outlives the object that made it (a backend replaced by a reload)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def release(self) -> None:
-        self.n -= 1
-
-
 class BackendState:
     def __init__(self, spec: BackendSpec, secret: bytes = b"", workers: int = 1) -> None:
         self.spec = spec
@@ -90,7 +97,7 @@ class BackendState:
         self._policy = POLICIES[spec.balance]
         self.latency_aware = spec.balance == "ewma"
         self.pooling = spec.keepalive.enabled and spec.proxy_protocol is None
-        self.pools: dict[EndpointState, Pool] = {}
+        self.pools: dict[EndpointState, Pool[UpstreamHTTP]] = {}
         if self.pooling:
             ka = spec.keepalive
             self.pools = {
@@ -237,30 +244,21 @@ class BackendState:
 
 
 class RouteState:
-    """A route as one listener serves it: backend, merged timeouts, body limit, and its
-    middlewares compiled (None where the route has none, so the common path tests one
-    attribute)."""
+    """A route as one listener serves it: backend, merged timeouts, body limit, and its steps
+    compiled (:func:`route_steps`), so that a route with nothing configured walks empty
+    tuples."""
 
     __slots__ = (
-        "access",
-        "admission",
-        "affinity",
         "backend",
-        "conn_limit",
-        "cors",
+        "chooser",
         "engineio",
-        "hash_by",
-        "limit_exempt",
-        "limit_status",
         "max_body_size",
-        "redirect",
-        "request_set",
-        "response_add",
-        "response_hooks",
-        "response_set",
-        "rpm",
-        "rps",
+        "request_headers",
+        "response_steps",
+        "session_steps",
         "spec",
+        "stateful",
+        "steps",
         "timeouts",
     )
 
@@ -271,6 +269,7 @@ class RouteState:
         client: ClientSpec,
         secret: bytes,
         workers: int = 1,
+        tls: bool = False,
     ) -> None:
         self.spec = spec
         self.backend = backend
@@ -278,69 +277,96 @@ class RouteState:
         self.max_body_size = (
             spec.max_body_size if spec.max_body_size is not None else client.max_body_size
         )
-        self.redirect: RedirectSpec | None = spec.redirect_https
-        self.cors = Cors(spec.cors) if spec.cors is not None else None
-        self.affinity = (
-            CookieAffinity(spec.affinity, secret, backend.name) if spec.affinity else None
-        )
-        self.hash_by = Template(spec.hash_by) if spec.hash_by else None
-        adm = spec.admission
-        self.admission = (
-            Admission(_share(adm.rate, workers), _share(adm.client_rate, workers))
-            if adm is not None and (adm.rate or adm.client_rate)
+        self.engineio = EngineIOAffinity(secret, backend.name) if spec.engineio_affinity else None
+        self.chooser: Chooser | None = None
+        if spec.affinity is not None:
+            self.chooser = CookieChooser(CookieAffinity(spec.affinity, secret, backend.name))
+        elif spec.hash_by:
+            self.chooser = HashChooser(Template(spec.hash_by))
+        rules = spec.headers
+        self.request_headers = (
+            RequestHeaders([HeaderTemplate(r) for r in rules.request_set])
+            if rules.request_set
             else None
         )
-        self.engineio = EngineIOAffinity(secret, backend.name) if spec.engineio_affinity else None
-        access = AccessList(spec.allow, spec.deny)
-        self.access = access if access else None
-        rules = spec.headers
-        self.request_set = [HeaderTemplate(r) for r in rules.request_set] or None
-        self.response_set = [HeaderTemplate(r) for r in rules.response_set] or None
-        self.response_add = [HeaderTemplate(r) for r in rules.response_add] or None
-        self.response_hooks = bool(
-            self.cors or self.affinity or self.response_set or self.response_add
+        self.steps, self.session_steps, self.response_steps = route_steps(
+            self, secret, workers, tls
         )
-        limits = spec.limits
-        self.rps = self.rpm = None
-        self.conn_limit = None
-        self.limit_status = 503
-        self.limit_exempt: AccessList | None = None
-        if limits is not None:
-            self.limit_status = limits.status
-            if limits.exempt:
-                self.limit_exempt = AccessList(limits.exempt, ())
-            if limits.rps:
-                self.rps = TokenBuckets(limits.rps, limits.rps * limits.burst_multiplier)
-            if limits.rpm:
-                self.rpm = TokenBuckets(limits.rpm / 60, limits.rpm * limits.burst_multiplier)
-            if limits.connections:
-                self.conn_limit = Counter(limits.connections)
+        self.stateful = tuple(
+            step for step in (*self.steps, *self.session_steps) if isinstance(step, Counting)
+        )
 
     def adopt(self, old: RouteState) -> None:
-        """Keep the rate and connection counts of the route this one replaces (a reload)."""
-        if old.spec.limits == self.spec.limits:
-            self.rps, self.rpm, self.conn_limit = old.rps, old.rpm, old.conn_limit
-        if old.spec.admission == self.spec.admission:
-            self.admission = old.admission
+        """Keep the rate, connection and handshake counts of the route this one replaces (a
+        reload), where their configuration did not change."""
+        olds = {type(step): step for step in old.stateful}
+        for step in self.stateful:
+            was = olds.get(type(step))
+            if was is not None:
+                step.adopt(was)
 
     def sweep(self, now: float) -> None:
-        for buckets in (self.rps, self.rpm):
-            if buckets is not None:
-                buckets.sweep(now)
-        if self.admission is not None:
-            self.admission.sweep(now)
+        for step in self.stateful:
+            step.sweep(now)
 
 
-class HeaderTemplate:
-    """A header rule with its name prepared for matching and output."""
+def route_steps(
+    route: RouteState, secret: bytes, workers: int, tls: bool
+) -> tuple[tuple[Step, ...], tuple[Step, ...], tuple[ResponseStep, ...]]:
+    """The steps a route's requests go through, in order: after routing; then, for a new
+    WebSocket or Engine.IO session, after its handshake is checked; and on the way back."""
+    spec = route.spec
+    backend = route.backend
+    steps: list[Step] = []
+    cors = Cors(spec.cors) if spec.cors is not None else None
+    if cors is not None:
+        steps.append(CorsPreflight(cors))
+    access = AccessList(spec.allow, spec.deny)
+    if access:
+        steps.append(Allow(access, "route"))
+    if spec.redirect_https is not None and not tls:
+        redirect = spec.redirect_https
+        steps.append(RedirectHTTPS(redirect.code, redirect.port, spare_forwarded=True))
+    if route.engineio is not None:
+        steps.append(EngineIORouting(route.engineio, backend))
+    limits = spec.limits
+    if limits is not None and (limits.rps or limits.rpm or limits.connections):
+        steps.append(RateLimits(limits))
+    session: list[Step] = []
+    adm = spec.admission
+    if adm is not None and (adm.rate or adm.client_rate):
+        admission = Admission(_share(adm.rate, workers), _share(adm.client_rate, workers))
+        session.append(HandshakeAdmission(adm, admission, backend.name))
+    if backend.max_tunnels is not None:
+        session.append(
+            TunnelCap(backend.tunnels, backend.max_tunnels, backend.name, backend.spec.retry_after)
+        )
+    responses: list[ResponseStep] = []
+    if cors is not None:
+        responses.append(CorsHeaders(cors))
+    if isinstance(route.chooser, CookieChooser):
+        responses.append(AffinityCookie(route.chooser.affinity))
+    rules = spec.headers
+    if rules.response_set:
+        responses.append(SetHeaders([HeaderTemplate(r) for r in rules.response_set]))
+    if rules.response_add:
+        responses.append(AddHeaders([HeaderTemplate(r) for r in rules.response_add]))
+    return tuple(steps), tuple(session), tuple(responses)
 
-    __slots__ = ("always", "lname", "prefix", "template")
 
-    def __init__(self, rule: HeaderRule) -> None:
-        self.lname = rule.name.lower().encode("latin-1")
-        self.prefix = rule.name.encode("latin-1") + b": "
-        self.template = Template(rule.value)
-        self.always = rule.always
+def listener_steps(spec: ListenerSpec, acme: AcmeManager | None) -> tuple[Step, ...]:
+    """The steps every request on a listener goes through before routing, in order."""
+    steps: list[Step] = []
+    if acme is not None:
+        manager = acme  # its storage changes when its configuration does
+        steps.append(AcmeChallenge(lambda token: manager.storage.http01(token)))
+    access = AccessList(spec.allow, spec.deny)
+    if access:
+        steps.append(Allow(access, "listener"))
+    if spec.redirect_https is not None:
+        redirect = spec.redirect_https
+        steps.append(RedirectHTTPS(redirect.code, redirect.port, spare_forwarded=False))
+    return tuple(steps)
 
 
 class ListenerState:
@@ -376,16 +402,14 @@ class ListenerState:
         )
         self.backend = backends[spec.backend] if spec.backend else None
         self.route_states = [
-            RouteState(r, backends[r.backend], spec.client, secret, config.server.workers)
+            RouteState(r, backends[r.backend], spec.client, secret, config.server.workers, self.tls)
             for r in config.routes
             if r.listeners is None or spec.name in r.listeners
         ]
         self.routes: RouteTable[RouteState] = RouteTable(
             RouteEntry(r.spec.host, r.spec.path, r.spec.path_type, r) for r in self.route_states
         )
-        self.redirect: RedirectSpec | None = spec.redirect_https
-        access = AccessList(spec.allow, spec.deny)
-        self.access = access if access else None
+        self.steps = listener_steps(spec, acme)
         self.ssl_context: ssl.SSLContext | None = None
         self.staplers: list[Stapler] = []  # OCSP, one per certificate that allows it
         self.tls_files = _stamps(spec)  # a certificate file replaced in place is a change too
@@ -481,7 +505,7 @@ class Runtime:
                 self.sweeper.add(pool)
         for lst in self.listeners.values():
             for route in lst.route_states:
-                if route.rps is not None or route.rpm is not None or route.admission:
+                if route.stateful:
                     self.sweeper.add(route)
         self.connections: set[Closable] = set()
         self.draining = False
@@ -613,7 +637,7 @@ class Runtime:
                 self.sweeper.discard(route)
         for state in listeners.values():
             for route in state.route_states:
-                if route.rps is not None or route.rpm is not None or route.admission:
+                if route.stateful:
                     self.sweeper.add(route)
         reload.backends_changed = sorted(
             n for n, b in backends.items() if old_backends.get(n) is not b

@@ -15,14 +15,14 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from wslb.balancer.endpoints import EndpointState
 from wslb.proto.proxy_protocol import ProxyInfo, build_v1, build_v2
 from wslb.proto.websocket import FrameTracker, close_frame
 from wslb.server import access
-from wslb.server.limits import NO_DESCRIPTORS, Slot, admit, no_descriptor
+from wslb.server.holds import Holds
+from wslb.server.limits import NO_DESCRIPTORS, admit, no_descriptor
 from wslb.server.upstream import PendingUpstream, open_upstream
 
 if TYPE_CHECKING:
@@ -132,11 +132,11 @@ class Tunnel:
         "closed",
         "down",
         "endpoint",
+        "holds",
         "idle_timeout",
         "kind",
         "last",
         "lost",
-        "on_close",
         "reason",
         "request",
         "runtime",
@@ -170,7 +170,7 @@ class Tunnel:
         self.close_by = 0.0  # drained: the time by which it closes anyway
         self.down: Relay | None = None
         self.up: Relay | None = None
-        self.on_close: list[Callable[[], None]] = []  # run once, when the tunnel ends
+        self.holds = Holds()  # given back once, when the tunnel ends (the endpoint's count...)
         endpoint.tunnels += 1
         if runtime.stats is not None:
             runtime.stats.tunnel_opened(self)
@@ -298,11 +298,8 @@ class Tunnel:
         self._finished()
 
     def _finished(self) -> None:
-        self.endpoint.active -= 1
         self.endpoint.tunnels -= 1
-        callbacks, self.on_close = self.on_close, []
-        for callback in callbacks:
-            callback()
+        self.holds.release_all()
         self.runtime.sweeper.discard(self)
         self.runtime.unregister(self)
         from_client = self.down.nbytes if self.down else 0
@@ -340,16 +337,17 @@ class TCPDownstream(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.buffer: list[bytes] = []
         self.lost = False
-        self.slot: Slot | None = None
+        self.holds = Holds()  # the connection's place, the endpoint's count: the tunnel's later
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         client = self.proxy.source if self.proxy is not None else None
         peer = client or transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.slot = admit(self.runtime, self.listener, peer[0])
-        if self.slot is None:
+        slot = admit(self.runtime, self.listener, peer[0])
+        if slot is None:
             transport.close()
             return
+        self.holds.append(slot.release)
         transport.pause_reading()
         self.task = self.runtime.loop.create_task(self._connect())
 
@@ -361,8 +359,7 @@ class TCPDownstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if self.slot is not None:
-            self.slot.release()
+        self.holds.release_all()
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
@@ -383,14 +380,15 @@ class TCPDownstream(asyncio.Protocol):
             if ep is None:
                 log.warning("[%s] tcp %s: no healthy endpoint", self.cid, backend.name)
                 break
-            ep.active += 1
+            ep.enter()
+            self.holds.append(ep.leave)
             try:
                 async with asyncio.timeout(backend.spec.timeouts.connect):
                     up_transport, pending = await open_upstream(
                         loop, PendingUpstream, backend, ep, header
                     )
             except (OSError, TimeoutError, ssl.SSLError) as exc:
-                ep.active -= 1
+                self.holds.give_back(ep.leave)
                 if exc.errno in NO_DESCRIPTORS:  # wslb's own shortage, not the endpoint's
                     no_descriptor(self.runtime, exc)
                     break
@@ -398,21 +396,15 @@ class TCPDownstream(asyncio.Protocol):
                 log.warning("[%s] tcp connect to %s failed: %r", self.cid, ep.address, exc)
                 failed = ep
                 continue
-            except asyncio.CancelledError:
-                ep.active -= 1
-                raise
             ep.record_success()
-            if self.lost:
-                ep.active -= 1
+            if self.lost:  # connection_lost gave back what was held
                 up_transport.close()
                 return
             tunnel = Tunnel(
                 self.runtime, self.cid, "tcp", ep, backend.spec.timeouts.tunnel, backend.name
             )
             tunnel.client = client[0]
-            if self.slot is not None:  # the tunnel holds the connection's place now
-                tunnel.on_close.append(self.slot.release)
-                self.slot = None
+            self.holds.move_to(tunnel.holds)  # the connection's place, the endpoint's count
             tunnel.start(
                 transport,
                 up_transport,

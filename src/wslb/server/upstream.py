@@ -97,7 +97,9 @@ class UpstreamHTTP(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, endpoint: EndpointState, pool: Pool | None, batch: WriteBatch) -> None:
+    def __init__(
+        self, endpoint: EndpointState, pool: Pool[UpstreamHTTP] | None, batch: WriteBatch
+    ) -> None:
         self.endpoint = endpoint
         self.out = OutBuffer(batch)  # every write of the request goes through here
         self.pool = pool
@@ -116,6 +118,10 @@ class UpstreamHTTP(asyncio.Protocol):
     @property
     def response_head(self) -> ResponseHead:
         return self.parser.head
+
+    def park(self, now: float) -> bool:
+        """Idle in the pool, for the next exchange (False: the pool does not take it)."""
+        return self.pool is not None and self.pool.put(self, now)
 
     def attach(self, exchange: Exchange) -> None:
         """Serve ``exchange``: the response parser reports to it directly."""

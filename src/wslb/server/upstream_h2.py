@@ -39,7 +39,6 @@ from wslb.server.http2 import ErrorCodes, H2Session, H2Stream, h2_config
 from wslb.server.upstream import UpstreamHTTP, connect_endpoint
 
 if TYPE_CHECKING:
-    from wslb.server.pool import Pool
     from wslb.server.proxy import Exchange, Upstream
     from wslb.server.runtime import BackendState, Runtime
 
@@ -57,7 +56,6 @@ class ClientStream(H2Stream):
     __slots__ = ("endpoint", "exchange", "head_ended", "response", "reused", "tunnel_request")
 
     h2 = True
-    pool: Pool | None = None
 
     def __init__(self, session: H2Upstream, sid: int, reused: bool) -> None:
         super().__init__(session, sid)
@@ -77,6 +75,9 @@ class ClientStream(H2Stream):
         return self.response
 
     # ---- Upstream interface
+    def park(self, now: float) -> bool:
+        return False  # a stream ends with its exchange (its connection stays multiplexed)
+
     def attach(self, exchange: Exchange) -> None:
         self.exchange = exchange
 
