@@ -24,14 +24,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.transports import FakeTransport
 from wslb.balancer.endpoints import EndpointState
 from wslb.config.model import Config
 from wslb.server import proxy as exchange_module
 from wslb.server.http1 import DownstreamHTTP
 from wslb.server.runtime import Runtime
 from wslb.server.upstream import UpstreamHTTP
-
-from tests.support.transports import FakeTransport
 
 Step = tuple[str, str, bytes]
 

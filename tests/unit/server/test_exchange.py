@@ -3,10 +3,12 @@ fake client and fake endpoints, no socket."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from tests.support.playbook import Playbook, http_config
 from wslb.middleware.chain import Counting
 from wslb.middleware.responses import AddHeaders, AffinityCookie, CorsHeaders, SetHeaders
 from wslb.middleware.steps import (
@@ -19,8 +21,6 @@ from wslb.middleware.steps import (
     TunnelCap,
 )
 from wslb.server.tunnel import Tunnel
-
-from tests.support.playbook import Playbook, http_config
 
 GET = b"GET /items?id=1 HTTP/1.1\r\nHost: app.test\r\nAccept: */*\r\n\r\n"
 FORWARDED = (
@@ -228,7 +228,7 @@ async def test_connects_that_never_complete_are_a_504(monkeypatch: pytest.Monkey
         got = await play.received("client")
         if got:
             break
-        await __import__("asyncio").sleep(0.01)
+        await asyncio.sleep(0.01)
     assert status_line(got) == b"HTTP/1.1 504 Gateway Timeout"
     assert _active(play) == 0
 
