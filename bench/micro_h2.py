@@ -17,7 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-from wslb.server.http2 import h2_config
+from wslb.server.core.h2session import h2_config
 
 REQUEST = [
     (":method", "GET"),

@@ -13,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 import uvloop
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support
+
+from tests.support.transports import FakeTransport
+
 from wslb.config.model import Config
-from wslb.server.http1 import DownstreamHTTP
-from wslb.server.runtime import Runtime
-from wslb.server.upstream import UpstreamHTTP
+from wslb.server.downstream.h1 import DownstreamHTTP
+from wslb.server.state.runtime import Runtime
+from wslb.server.upstream.h1 import UpstreamHTTP
 
 REQUEST = (
     b"GET /api/items?id=42 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: wrk\r\n"
@@ -29,35 +34,6 @@ RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 )
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written = 0
-        self.writes = 0
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-        self.writes += 1
-
-    def writelines(self, data: list[bytes]) -> None:
-        for d in data:
-            self.write(d)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return True
 
 
 async def main(n: int) -> None:
@@ -80,12 +56,12 @@ async def main(n: int) -> None:
     ups = {}
     for ep in backend.endpoints:
         up = UpstreamHTTP(ep, backend.pools[ep], rt.batch)
-        up.connection_made(FakeTransport())  # type: ignore[arg-type]
+        up.connection_made(FakeTransport(keep=False))
         backend.pools[ep].put(up, 0.0)
         ups[ep] = up
     down = DownstreamHTTP(rt, rt.listeners["web"])
-    dt = FakeTransport()
-    down.connection_made(dt)  # type: ignore[arg-type]
+    dt = FakeTransport(keep=False)
+    down.connection_made(dt)
     t0 = time.perf_counter()
     for _ in range(n):
         down.data_received(REQUEST)

@@ -516,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
     config = _with_flags(_with_secret(config, args), args)
-    from wslb.server.lifecycle import serve
+    from wslb.server.process.master import serve
 
     watch = None
     if args.watch:
@@ -551,8 +551,8 @@ def _controller(args: argparse.Namespace) -> int:
     from wslb.config.kubernetes.translate import ManifestOptions
     from wslb.controller.controller import ControllerOptions
     from wslb.controller.process import ControllerProcess
-    from wslb.server.admin import waiting_probes
-    from wslb.server.lifecycle import serve
+    from wslb.server.observe.admin import waiting_probes
+    from wslb.server.process.master import serve
 
     log = logging.getLogger("wslb")
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"

@@ -27,10 +27,10 @@ import pytest
 from tests.support.transports import FakeTransport
 from wslb.balancer.endpoints import EndpointState
 from wslb.config.model import Config
-from wslb.server import proxy as exchange_module
-from wslb.server.http1 import DownstreamHTTP
-from wslb.server.runtime import Runtime
-from wslb.server.upstream import UpstreamHTTP
+from wslb.server.downstream.h1 import DownstreamHTTP
+from wslb.server.exchange import exchange as exchange_module
+from wslb.server.state.runtime import Runtime
+from wslb.server.upstream.h1 import UpstreamHTTP
 
 Step = tuple[str, str, bytes]
 

@@ -49,7 +49,7 @@ from wslb.controller.kube import (
 )
 from wslb.controller.lease import LeaderElector
 from wslb.errors import ConfigError, ConfigIssue
-from wslb.server.discovery import is_ip
+from wslb.server.state.discovery import is_ip
 
 log = logging.getLogger("wslb.controller")
 

@@ -4,7 +4,7 @@
 writes the first configuration, which the master then binds its listeners for. Every later
 configuration is written to the same private file (mode 0600, replaced atomically), and the
 master is sent SIGHUP: it reloads from that file exactly as from a config file, and the workers
-apply it (a change of endpoints only is applied without a reload, server/lifecycle.py). The
+apply it (a change of endpoints only is applied without a reload, server/process/worker.py). The
 master starts the controller again if it dies; while it is gone, or while the API is, the
 running configuration stays.
 """

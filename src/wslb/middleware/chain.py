@@ -9,8 +9,9 @@ the header lines of a response (one from the endpoint, or a local answer) on its
 Steps see the request through :class:`Request`, the few things of a proxied request they read
 or set; a step that takes a resource (a connection-limit slot, a place under a tunnel cap)
 registers its release with :meth:`Request.hold`, and every ending of the request gives it back.
-The order of the steps lives in one place, ``wslb.server.state.route.compile_steps`` (quoted in
-docs/architecture.md); a route with nothing configured walks an empty tuple.
+The order of the steps lives in one place, ``wslb.server.state.route`` (``route_steps`` and
+``listener_steps``, quoted in docs/architecture.md); a route with nothing configured walks an
+empty tuple.
 """
 
 from __future__ import annotations

@@ -57,6 +57,17 @@ def build_v2(src: tuple[str, int], dst: tuple[str, int]) -> bytes:
     return V2_SIGNATURE + bytes((0x21, fam)) + struct.pack("!H", len(body)) + body
 
 
+def header_for(
+    version: str | None, client: tuple[str, int], local: tuple[str, int]
+) -> bytes | None:
+    """The PROXY header a backend asks for (``proxy_protocol: v1 | v2``), or None."""
+    if version == "v1":
+        return build_v1(client, local)
+    if version == "v2":
+        return build_v2(client, local)
+    return None
+
+
 def header_length(buf: bytes) -> int | None:
     """Total header length once it can be known from ``buf``, else None (read more).
 
