@@ -19,6 +19,8 @@ _COMMON = {
     b"close": frozenset({b"close"}),
     b"upgrade": frozenset({b"upgrade"}),
 }
+# what _extra_tokens answers for those values, made once (frozenset difference allocates)
+_COMMON_EXTRA = {value: tokens - HOP_BY_HOP for value, tokens in _COMMON.items()}
 
 __all__ = [
     "HOP_BY_HOP",
@@ -42,6 +44,9 @@ def _extra_tokens(connection: bytes) -> frozenset[bytes]:
     """Fields the Connection header names beyond the standard hop-by-hop ones."""
     if not connection:
         return _NO_TOKENS
+    extra = _COMMON_EXTRA.get(connection)
+    if extra is not None:
+        return extra
     return connection_tokens(connection) - HOP_BY_HOP
 
 
@@ -53,24 +58,38 @@ def forward_request_headers(
     head: RequestHead, *, client_ip: bytes, proto: bytes, port: bytes, trusted: bool
 ) -> Lines:
     """The request header lines to send upstream, without framing or connection management."""
-    extra = _extra_tokens(head.connection)
-    out = _without(head.forward, extra) if extra else head.forward.copy()
+    connection = head.connection
+    extra = _extra_tokens(connection) if connection else _NO_TOKENS  # (no call for no header)
     if trusted:
         xff = head.xff
-        out.append(
-            b"X-Forwarded-For: %s\r\n" % (client_ip if xff is None else xff + b", " + client_ip)
+        if xff is not None:
+            client_ip = xff + b", " + client_ip
+        if head.xfproto:
+            proto = head.xfproto
+        if head.xfport:
+            port = head.xfport
+    # the three fields in one list display: one allocation, not a copy and three appends
+    if extra:
+        out = _without(head.forward, extra)
+        out += (
+            b"X-Forwarded-For: %s\r\n" % client_ip,
+            b"X-Forwarded-Proto: %s\r\n" % proto,
+            b"X-Forwarded-Port: %s\r\n" % port,
         )
-        out.append(b"X-Forwarded-Proto: %s\r\n" % (head.xfproto or proto))
-        out.append(b"X-Forwarded-Port: %s\r\n" % (head.xfport or port))
-    else:
-        out.append(b"X-Forwarded-For: " + client_ip + b"\r\n")
-        out.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
-        out.append(b"X-Forwarded-Port: " + port + b"\r\n")
-    return out
+        return out
+    return [
+        *head.forward,
+        b"X-Forwarded-For: %s\r\n" % client_ip,
+        b"X-Forwarded-Proto: %s\r\n" % proto,
+        b"X-Forwarded-Port: %s\r\n" % port,
+    ]
 
 
 def forward_response_headers(head: ResponseHead) -> Lines:
     """Response header lines to relay: no hop-by-hop fields and no framing, which wslb
     re-decides. The result may be appended to."""
-    extra = _extra_tokens(head.connection)
+    connection = head.connection
+    if not connection:
+        return head.forward
+    extra = _extra_tokens(connection)
     return _without(head.forward, extra) if extra else head.forward

@@ -60,7 +60,8 @@ HOP_BY_HOP = frozenset(
     _XFF,
     _XFPROTO,
     _XFPORT,
-) = range(10)
+    _PLAIN,  # a field with no special meaning: forwarded as it is (never in _KINDS)
+) = range(11)
 _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
     b"host": _HOST,
     b"content-length": _CONTENT_LENGTH,
@@ -73,11 +74,51 @@ _KINDS = {name: _HOP for name in HOP_BY_HOP} | {
     b"x-forwarded-port": _XFPORT,
 }
 
+# Most senders spell the common field names one of three ways: as written in the RFCs
+# ("WWW-Authenticate"), in lowercase, or canonicalised as Go does ("Www-Authenticate"). The
+# parsers look a name up as it was sent first, which spares most fields the lowercase copy and
+# its hashing; a name spelled any other way takes the lowercase lookup in ``_KINDS``. Both give
+# the same kind, as this table is made from ``_KINDS``.
+_COMMON_NAMES = (
+    # requests
+    b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language",
+    b"Accept-Charset", b"Cookie", b"Referer", b"Origin", b"Authorization", b"Cache-Control",
+    b"Pragma", b"Range", b"If-None-Match", b"If-Modified-Since", b"If-Match", b"If-Range",
+    b"If-Unmodified-Since", b"DNT", b"Upgrade-Insecure-Requests", b"X-Requested-With",
+    b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Port", b"X-Forwarded-Host",
+    b"X-Real-IP", b"X-Request-ID", b"Forwarded", b"Via", b"Expect", b"TE", b"Priority",
+    b"Sec-WebSocket-Key", b"Sec-WebSocket-Version", b"Sec-WebSocket-Extensions",
+    b"Sec-WebSocket-Protocol", b"Sec-Fetch-Site", b"Sec-Fetch-Mode", b"Sec-Fetch-Dest",
+    b"Sec-Fetch-User", b"Sec-CH-UA", b"Sec-CH-UA-Mobile", b"Sec-CH-UA-Platform",
+    # both
+    b"Content-Type", b"Content-Length", b"Content-Encoding", b"Transfer-Encoding",
+    b"Connection", b"Keep-Alive", b"Upgrade", b"Trailer", b"Date",
+    # responses
+    b"Server", b"Set-Cookie", b"Expires", b"Last-Modified", b"ETag", b"Vary", b"Location",
+    b"Age", b"Accept-Ranges", b"Allow", b"Retry-After", b"WWW-Authenticate",
+    b"Content-Language", b"Content-Disposition", b"Content-Range", b"Content-Security-Policy",
+    b"Access-Control-Allow-Origin", b"Access-Control-Allow-Credentials",
+    b"Access-Control-Allow-Methods", b"Access-Control-Allow-Headers",
+    b"Access-Control-Expose-Headers", b"Access-Control-Max-Age", b"Strict-Transport-Security",
+    b"X-Content-Type-Options", b"X-Frame-Options", b"X-XSS-Protection", b"Referrer-Policy",
+    b"Sec-WebSocket-Accept", b"Alt-Svc", b"X-Powered-By",
+)  # fmt: skip
+_SPELLED = {
+    spelling: _KINDS.get(spelling.lower(), _PLAIN)
+    for name in _COMMON_NAMES
+    for spelling in (
+        name,
+        name.lower(),
+        b"-".join(word[:1].upper() + word[1:].lower() for word in name.split(b"-")),
+    )
+}
+
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; nothing else may name the host that
 # routing (and the endpoint) sees. An empty Host is valid (RFC 9112 3.2).
 _CRLF_START = (b"\r", b"\n")
 _VERSION_LINE = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
+_LINE_VERSION = {tail: version for version, tail in _VERSION_LINE.items()}
 _HOST_SYNTAX = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 
 
@@ -306,8 +347,10 @@ class RequestParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        kind = _KINDS.get(name.lower())
+        kind = _SPELLED.get(name)
         if kind is None:
+            kind = _KINDS.get(name.lower(), _PLAIN)
+        if kind == _PLAIN:
             self._forward.append(b"".join((name, b": ", value, b"\r\n")))
             return
         head = self._head
@@ -320,7 +363,11 @@ class RequestParser:
             head.host = value.decode("latin-1")
             self._forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _CONTENT_LENGTH:
-            n = _parse_content_length(value, BadRequest)
+            # Digits alone (what senders send) need no stripping: the number the check gives.
+            if value.isdigit() and len(value) <= 18:
+                n = int(value)
+            else:
+                n = _parse_content_length(value, BadRequest)
             if head.content_length is not None and head.content_length != n:
                 raise BadRequest("conflicting Content-Length headers")
             head.content_length = n
@@ -342,7 +389,54 @@ class RequestParser:
         elif kind == _XFPORT:
             head.xfport = value
 
-    def _check_head_limits(self) -> None:
+    def on_message_complete(self) -> None:
+        self._done = True
+        self._end()
+
+    def _llhttp_version(self) -> str:
+        version = self._parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise VersionNotSupported(f"HTTP/{version}")
+        return version
+
+    def _request_line_version(self) -> str:
+        """The request's HTTP version ("1.1" or "1.0"), once its request line is checked.
+
+        llhttp also parses ``RTSP/x.y`` and ``ICE/x.y`` request lines (as that version): a
+        request is HTTP only if its request line ends in `` HTTP/x.y``. The line is the first
+        of a read when the request begins one (the common case, checked exactly); a request
+        pipelined after another in the same read is found after the line before it.
+
+        In the common case the version is read off the end of the line: llhttp takes one digit
+        each for major and minor, then CRLF (no leniency is turned on), so a line ending in
+        `` HTTP/1.1`` CRLF is one it parsed as 1.1. That spares ``get_http_version()``, a
+        ``str.format`` in httptools and the dearest call of a request head. A line that ends
+        otherwise is refused as before: for the version llhttp gives, if wslb speaks it."""
+        chunks = self._head_chunks
+        self._head_chunks = []
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._line_from < 0:
+            start = 0
+            if buf[:1] in _CRLF_START:  # empty lines before a request (whole or cut)
+                start = len(buf) - len(buf.lstrip(b"\r\n"))
+            end = buf.find(b"\r\n", start) + 2
+            # its last 11 bytes: b" HTTP/1.1\r\n" or b" HTTP/1.0\r\n" for an HTTP line
+            version = _LINE_VERSION.get(buf[end - 11 : end]) if end - 11 >= start else None
+            if version is None:
+                version = self._llhttp_version()
+                raise BadRequest(f"not an HTTP/{version} request line (RTSP or ICE?)")
+        else:
+            version = self._llhttp_version()
+            at = buf.find(self._url + _VERSION_LINE[version], self._line_from)
+            if at < 0:
+                raise BadRequest(f"not an HTTP/{version} request line (RTSP or ICE?)")
+            end = at + len(self._url) + 11  # len(_VERSION_LINE[version]) == 11
+        # where the next pipelined request line may start, in the read being parsed
+        self._scan_pos = max(0, end - (len(buf) - len(chunks[-1])))
+        return version
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
         headers = self._headers
         if len(headers) > self._max_headers:
             raise HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
@@ -352,45 +446,10 @@ class RequestParser:
             size = sum(len(n) + len(v) + 4 for n, v in headers)
             if size > self._max_header_size:
                 raise HeaderFieldsTooLarge(f"request head over {self._max_header_size} bytes")
-
-    def on_message_complete(self) -> None:
-        self._done = True
-        self._end()
-
-    def _check_request_line(self, version: str) -> None:
-        """llhttp also parses ``RTSP/x.y`` and ``ICE/x.y`` request lines (as that version): a
-        request is HTTP only if its request line ends in `` HTTP/x.y``. The line is the first
-        of a read when the request begins one (the common case, checked exactly); a request
-        pipelined after another in the same read is found after the line before it."""
-        chunks = self._head_chunks
-        self._head_chunks = []
-        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        tail = _VERSION_LINE[version]
-        if self._line_from < 0:
-            start = 0
-            if buf[:1] in _CRLF_START:  # empty lines before a request (whole or cut)
-                start = len(buf) - len(buf.lstrip(b"\r\n"))
-            end = buf.find(b"\r\n", start) + 2
-            ok = end - 11 >= start and buf.startswith(tail, end - 11)  # len(tail) == 11
-        else:
-            at = buf.find(self._url + tail, self._line_from)
-            ok = at >= 0
-            end = at + len(self._url) + len(tail)
-        if not ok:
-            raise BadRequest(f"not an HTTP/{version} request line (RTSP or ICE?)")
-        # where the next pipelined request line may start, in the read being parsed
-        self._scan_pos = max(0, end - (len(buf) - len(chunks[-1])))
-
-    def on_headers_complete(self) -> None:
-        self.in_head = False
-        self._check_head_limits()
         p = self._parser
         head = self._head
         head.method = p.get_method()
-        head.version = p.get_http_version()
-        if head.version != "1.1" and head.version != "1.0":
-            raise VersionNotSupported(f"HTTP/{head.version}")
-        self._check_request_line(head.version)
+        head.version = version = self._request_line_version()
         head.keep_alive = p.should_keep_alive()
         if head.upgrade is not None and not p.should_upgrade():
             head.upgrade = None
@@ -424,9 +483,9 @@ class RequestParser:
             head.path = path.decode("latin-1")
             head.query = url.query or b""
             head.target = path + (b"?" + url.query if url.query else b"")
-        if head.host is None and head.version == "1.1":
+        if head.host is None and version == "1.1":
             raise BadRequest("HTTP/1.1 request without Host")
-        if head.version == "1.0" and head.chunked:
+        if version == "1.0" and head.chunked:
             # RFC 9112 6.1: framing an HTTP/1.0 sender cannot have meant; no guessing
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
         if head.chunked:
@@ -476,11 +535,16 @@ class ResponseParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._fields  # the head, or after a chunked body the trailers' collector
-        kind = _KINDS.get(name.lower())
-        if kind is None or kind == _HOST or kind == _EXPECT or kind >= _XFF:
+        kind = _SPELLED.get(name)
+        if kind is None:
+            kind = _KINDS.get(name.lower(), _PLAIN)
+        if kind >= _XFF or kind == _HOST or kind == _EXPECT:  # _PLAIN or a request's field
             head.forward.append(b"".join((name, b": ", value, b"\r\n")))
         elif kind == _CONTENT_LENGTH:
-            n = _parse_content_length(value, BadGateway)
+            if value.isdigit() and len(value) <= 18:  # as in RequestParser.on_header
+                n = int(value)
+            else:
+                n = _parse_content_length(value, BadGateway)
             if head.content_length is not None and head.content_length != n:
                 raise BadGateway("conflicting Content-Length headers from upstream")
             head.content_length = n
@@ -535,12 +599,22 @@ def field(name: bytes, value: bytes) -> bytes:
     return b"".join((name, b": ", value, b"\r\n"))
 
 
+# Status lines with the standard reason phrases (the ones the parsers hand on), made once.
+_STATUS_LINES = {s: (r, b"HTTP/1.1 %d %s\r\n" % (s, r)) for s, r in REASON_PHRASES.items()}
+
+
+# (A list display: ``(*lines,)`` would build the same list and then copy it into a tuple.)
 def request_head_bytes(method: bytes, target: bytes, lines: Lines) -> bytes:
-    return b"".join((method, b" ", target, b" HTTP/1.1\r\n", *lines, b"\r\n"))
+    return b"".join([method, b" ", target, b" HTTP/1.1\r\n", *lines, b"\r\n"])
 
 
 def response_head_bytes(status: int, reason: bytes, lines: Lines) -> bytes:
-    return b"".join((b"HTTP/1.1 %d " % status, reason, b"\r\n", *lines, b"\r\n"))
+    known = _STATUS_LINES.get(status)
+    if known is not None and known[0] == reason:
+        line = known[1]
+    else:
+        line = b"HTTP/1.1 %d " % status + reason + b"\r\n"
+    return b"".join([line, *lines, b"\r\n"])
 
 
 def chunk_header(size: int) -> bytes:

@@ -19,11 +19,9 @@ class Holds(list[Callable[[], None]]):
     __slots__ = ()
 
     def release_all(self) -> None:
-        """Give everything back, once (the list is empty after)."""
-        releases = self[:]
-        self.clear()
-        for release in releases:
-            release()
+        """Give everything back, once, the last taken first (the list is empty after)."""
+        while self:
+            self.pop()()
 
     def give_back(self, release: Callable[[], None]) -> None:
         """Give back one thing before the end (a retry leaves its first endpoint)."""

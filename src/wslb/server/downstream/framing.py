@@ -10,6 +10,8 @@ from wslb.server.core.output import OutBuffer
 
 CRLF = b"\r\n"
 
+SMALL = 4096  # a body piece this small is joined to its held head (cheaper than two writes)
+
 # how the response body is framed towards the client
 M_NONE, M_LENGTH, M_CHUNKED, M_CLOSE = range(4)
 
@@ -68,10 +70,14 @@ class ResponseFraming:
         if self.closed:
             return
         out = self.out
-        if self.held:
-            out.write(self.held)  # the batch of this loop iteration sends both together
-            self.held = b""
         mode = self.mode
+        held = self.held
+        if held:
+            self.held = b""
+            if mode != M_CHUNKED and len(data) <= SMALL:
+                out.write(held + data)  # a small response: head and body in one piece
+                return
+            out.write(held)  # the batch of this loop iteration sends both together
         if mode == M_LENGTH or mode == M_CLOSE:
             out.write(data)
         elif mode == M_CHUNKED:

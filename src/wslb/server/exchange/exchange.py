@@ -39,6 +39,7 @@ from wslb.proto import proxy_protocol
 from wslb.proto.headers import forward_request_headers
 from wslb.proto.websocket import validate_handshake
 from wslb.server.core.capacity import NO_DESCRIPTORS
+from wslb.server.core.holds import Holds
 from wslb.server.exchange.contract import (
     P_QUEUE,
     PENDING_BODY_LIMIT,
@@ -151,8 +152,12 @@ class Exchange(ResponseSide):
                 )
             return
         self.endpoint = ep
-        ep.enter()
-        self.hold(ep.leave)
+        ep.active += 1  # EndpointState.enter, inlined: this runs for every request
+        holds = self.holds
+        if holds is None:
+            self.holds = Holds((ep.leave,))
+        else:
+            holds.append(ep.leave)
         if backend.h2 is not None:
             stream = backend.h2.stream_now(ep, self)
             if stream is not None:
