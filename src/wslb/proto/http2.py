@@ -1,7 +1,8 @@
 """HTTP/2 header lists (RFC 9113 section 8) <-> wslb's heads, and RFC 8441 <-> RFC 6455, sans I/O.
 
-The ``h2`` library does the framing, HPACK, flow control and the stream states; what is left is
-mapping its header lists onto the heads the proxy works with (:class:`RequestHead` and
+The HTTP/2 library (libnghttp2, see ``server/core/h2session.py``) does the framing, HPACK, flow
+control, the stream states and RFC 9113 8's checks of a message; what is left is mapping its
+header lists onto the heads the proxy works with (:class:`RequestHead` and
 :class:`ResponseHead`, whose ``forward`` fields are serialised HTTP/1.1 lines) and back:
 
 - requests: ``:method``/``:path``/``:authority`` become method, target and ``Host``; cookie
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 
 from wslb.errors import BadGateway, BadRequest, HeaderFieldsTooLarge, HTTPError, URITooLong
 from wslb.proto.http1 import (
@@ -37,7 +39,7 @@ from wslb.proto.http1 import (
 Header = tuple[bytes, bytes]
 
 # RFC 9113 8.2.2: connection-specific fields never appear in HTTP/2 messages ("te" is allowed
-# with the value "trailers" only, which the h2 library checks on what it receives).
+# with the value "trailers" only, which libnghttp2 checks on what it receives).
 CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host"}
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # the client connection preface (RFC 9113 3.4)
@@ -56,7 +58,7 @@ def _content_length(value: bytes, error: type[HTTPError]) -> int:
 
 
 def request_head(
-    headers: list[Header],
+    headers: Sequence[Header],
     *,
     end_stream: bool,
     max_uri_size: int = 8192,
@@ -208,7 +210,7 @@ def request_headers(
     return out
 
 
-def response_head(headers: list[Header]) -> ResponseHead:
+def response_head(headers: Sequence[Header]) -> ResponseHead:
     """The head of an HTTP/2 response from an endpoint."""
     head = ResponseHead()
     forward = head.forward
@@ -231,7 +233,7 @@ def response_head(headers: list[Header]) -> ResponseHead:
     return head
 
 
-def trailer_lines(headers: list[Header]) -> Lines:
+def trailer_lines(headers: Sequence[Header]) -> Lines:
     return [
         b"".join((n, b": ", v, b"\r\n"))
         for n, v in headers

@@ -13,9 +13,6 @@ import asyncio
 import logging
 from typing import cast
 
-import h2.events
-import h2.settings
-
 from wslb.errors import HTTPError
 from wslb.proto.http1 import Lines
 from wslb.proto.http2 import (
@@ -28,7 +25,7 @@ from wslb.proto.http2 import (
 )
 from wslb.proto.proxy_protocol import ProxyInfo
 from wslb.server.core.capacity import Slot
-from wslb.server.core.h2session import ErrorCodes, Errors, H2Session, H2Stream, h2_config
+from wslb.server.core.h2session import ErrorCodes, H2Session, H2Stream
 from wslb.server.exchange.base import ExchangeBase
 from wslb.server.exchange.contract import PENDING_BODY_LIMIT, S_DONE, addresses
 from wslb.server.exchange.exchange import Exchange
@@ -101,7 +98,6 @@ class ServerStream(H2Stream):
             self.remote_closed = True
             if ex is not None and not ex.is_upgrade:
                 ex.on_body_end()
-            self._maybe_done(None)
             return
         super().on_end()
 
@@ -173,7 +169,7 @@ class ServerStream(H2Stream):
 
     def interim_response(self, status: int, reason: bytes, lines: Lines) -> None:
         if status != 101:
-            self.send_headers(response_headers(status, lines))
+            self.send_interim(response_headers(status, lines))
 
     def switching_protocols(self, reason: bytes, lines: Lines, upgrade: bytes) -> None:
         # RFC 8441 5: the extended CONNECT succeeded: 200, without the HTTP/1.1 handshake's
@@ -201,7 +197,7 @@ class ServerStream(H2Stream):
             # (RFC 9113 8.1, RST_STREAM NO_ERROR after END_STREAM).
             self.reset_after_end = True
             if self.local_closed:
-                self.reset(ErrorCodes.NO_ERROR)
+                self.session.reset_when_sent(self)
 
     def abort_response(self) -> None:
         """The response cannot be completed: the client must not take it as whole."""
@@ -255,18 +251,17 @@ class H2Downstream(H2Session):
         slot: Slot | None = None,
     ) -> None:
         client = listener.client
-        config = h2_config(client_side=False)
-        codes = h2.settings.SettingCodes
-        settings = {
-            codes.MAX_CONCURRENT_STREAMS: client.max_concurrent_streams,
-            codes.INITIAL_WINDOW_SIZE: client.stream_window,
-            codes.MAX_HEADER_LIST_SIZE: client.max_header_size,
-            codes.ENABLE_CONNECT_PROTOCOL: 1,
-        }
         super().__init__(
-            runtime, config, settings, client.max_concurrent_streams * client.stream_window
+            runtime,
+            client_side=False,
+            stream_window=client.stream_window,
+            connection_window=client.max_concurrent_streams * client.stream_window,
+            max_header_list=client.max_header_size,
+            # fields past max_headers are a 431 (request_head); far past, the connection ends
+            max_header_count=max(1024, 2 * client.max_headers),
+            max_concurrent_streams=client.max_concurrent_streams,
+            connect_protocol=True,
         )
-        self.conn.decoder.max_header_list_size = client.max_header_size
         self.listener = listener
         self.proxy = proxy
         self.cid = runtime.next_id()
@@ -305,28 +300,18 @@ class H2Downstream(H2Session):
         self.runtime.unregister(self)
         super().connection_lost(exc)
 
-    def event(self, ev: h2.events.Event) -> None:
-        if type(ev) is h2.events.RequestReceived:
-            self.request(ev)
-
-    def request(self, ev: h2.events.RequestReceived) -> None:
-        sid = ev.stream_id
-        if self.goaway_sent:
-            try:
-                self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-            except Errors:
-                pass
-            return
+    def on_request(self, sid: int, headers: tuple[Header, ...], ended: bool) -> None:
+        # (after a GOAWAY, libnghttp2 drops the HEADERS of streams above its last stream id)
         self.requests += 1
         self.deadline = 0.0
         stream = ServerStream(self, sid)
+        stream.remote_closed = ended
         self.streams[sid] = stream
-        ended = ev.stream_ended is not None
         key = None
         try:
             client = self.listener.client
             head, key = request_head(
-                ev.headers,
+                headers,
                 end_stream=ended,
                 max_uri_size=client.max_uri_size,
                 max_headers=client.max_headers,

@@ -21,9 +21,6 @@ import logging
 import ssl
 from typing import cast
 
-import h2.events
-import h2.settings
-
 from wslb.balancer.endpoints import EndpointState
 from wslb.errors import HTTPError
 from wslb.proto.http1 import Lines, ResponseHead
@@ -34,7 +31,7 @@ from wslb.proto.http2 import (
     response_head,
     trailer_lines,
 )
-from wslb.server.core.h2session import ErrorCodes, H2Session, H2Stream, h2_config
+from wslb.server.core.h2session import MAX_STREAM_ID, ErrorCodes, H2Session, H2Stream
 from wslb.server.core.worker import Worker
 from wslb.server.upstream.base import Requester, Target, Upstream
 from wslb.server.upstream.h1 import UpstreamHTTP, connect_endpoint
@@ -53,8 +50,8 @@ class UpstreamStream(H2Stream):
 
     h2 = True
 
-    def __init__(self, session: H2Upstream, sid: int, reused: bool) -> None:
-        super().__init__(session, sid)
+    def __init__(self, session: H2Upstream, reused: bool) -> None:
+        super().__init__(session, 0)  # its id comes with its HEADERS (send_head)
         self.endpoint = session.endpoint
         self.reused = reused
         self.exchange: Requester | None = None
@@ -84,7 +81,7 @@ class UpstreamStream(H2Stream):
         if self.protocol is not None:
             self.write_eof()
         elif not (self.local_closed and self.remote_closed):
-            self.reset(ErrorCodes.CANCEL)  # the exchange is done with it
+            self.reset(ErrorCodes.CANCEL)  # the exchange is done with it (or never sent it)
 
     def write_eof(self) -> None:
         """The client is done with the WebSocket: what waits goes, then RST_STREAM NO_ERROR
@@ -92,11 +89,14 @@ class UpstreamStream(H2Stream):
         so nothing is lost, and servers that forget a WebSocket stream once their application
         returned (Hypercorn up to 0.18 at least) fail their whole connection, every other
         stream with it, on a frame for that stream, but take a reset."""
-        if self.local_closed and self.remote_closed:
+        if self.lost or self.reset_sent or self.ending:
             return
-        if self.pending:
-            self.window_opened()
-        self.reset(ErrorCodes.CANCEL if self.pending else ErrorCodes.NO_ERROR)
+        self.ending = True
+        if self.waiting() > 0:
+            self.reset(ErrorCodes.CANCEL)
+            return
+        self.local_closed = True
+        self.session.reset_when_sent(self)
 
     def send_head(self, ex: Requester, lines: Lines) -> None:
         head = ex.head
@@ -174,7 +174,6 @@ class UpstreamStream(H2Stream):
         ex = self.exchange
         if ex is not None:
             ex.on_response_end()
-        self._maybe_done(None)
 
     def on_trailers(self, headers: list[Header]) -> None:
         self.response.trailers = trailer_lines(headers)
@@ -205,14 +204,13 @@ class H2Upstream(H2Session):
     """One HTTP/2 connection to an endpoint (client side)."""
 
     def __init__(self, owner: H2Connections, runtime: Worker, endpoint: EndpointState) -> None:
-        config = h2_config(client_side=True)
-        codes = h2.settings.SettingCodes
-        settings = {
-            codes.ENABLE_PUSH: 0,
-            codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-        }
-        super().__init__(runtime, config, settings, CONNECTION_WINDOW)
+        super().__init__(
+            runtime,
+            client_side=True,
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+            max_header_list=MAX_HEADER_LIST,
+        )
         self.owner = owner
         self.endpoint = endpoint
         self.cid = f"{endpoint.address}/h2"
@@ -220,6 +218,7 @@ class H2Upstream(H2Session):
         self.settings_ready: asyncio.Future[None] = self.loop.create_future()
         self.connect_protocol = False
         self.opened = 0
+        self.reserved = 0  # streams handed out whose HEADERS are not submitted yet
         self.idle_since = self.loop.time()
 
     def usable(self) -> bool:
@@ -227,37 +226,24 @@ class H2Upstream(H2Session):
             return False
         if self.opened >= self.owner.max_requests:
             return False
-        conn = self.conn
-        if conn.open_outbound_streams >= conn.remote_settings.max_concurrent_streams:
+        taken = len(self.streams) + self.reserved
+        if taken >= self.peer_max_concurrent_streams():
             return False
-        return conn.highest_outbound_stream_id is None or (
-            conn.highest_outbound_stream_id < 2**31 - 1024
-        )
+        return self.next_stream_id() + 2 * self.reserved < MAX_STREAM_ID - 1024
 
     def open_stream(self) -> UpstreamStream:
-        sid = self.conn.get_next_available_stream_id()
-        stream = UpstreamStream(self, sid, reused=self.opened > 0)
+        stream = UpstreamStream(self, reused=self.opened > 0)
         self.opened += 1
-        self.streams[sid] = stream
+        self.reserved += 1
         return stream
 
+    def unopened(self, stream: H2Stream) -> None:
+        self.reserved -= 1
+
     def settings_changed(self) -> None:
-        self.connect_protocol = bool(self.conn.remote_settings.enable_connect_protocol)
+        self.connect_protocol = self.peer_connect_protocol()
         if not self.settings_ready.done():
             self.settings_ready.set_result(None)
-
-    def event(self, ev: h2.events.Event) -> None:
-        t = type(ev)
-        if t is h2.events.ResponseReceived:
-            ev = cast(h2.events.ResponseReceived, ev)
-            stream = self.streams.get(ev.stream_id)
-            if isinstance(stream, UpstreamStream):
-                stream.on_response(ev.headers)
-        elif t is h2.events.InformationalResponseReceived:
-            ev = cast(h2.events.InformationalResponseReceived, ev)
-            stream = self.streams.get(ev.stream_id)
-            if isinstance(stream, UpstreamStream):
-                stream.on_informational(ev.headers)
 
     def stream_reset_by_peer(self, stream: H2Stream) -> None:
         pass  # an endpoint refusing or cancelling a stream is not an attack on wslb
