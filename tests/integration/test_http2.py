@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import h2.errors
+import hpack
 import httpx
 import pytest
-from hyperframe.frame import PingFrame, SettingsFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import endpoints, http_config
@@ -625,6 +626,42 @@ async def test_stream_and_header_limits_are_advertised_and_enforced(
         await asyncio.wait_for(client.closed.wait(), scaled(10))
     finally:
         await client.close()
+    fresh = await H2Client.connect("127.0.0.1", lb.port("web"))
+    try:
+        assert (await fresh.request(b"GET", b"/ok")).status == 200
+    finally:
+        await fresh.close()
+
+
+@pytest.mark.parametrize("flood", ["continuation", "header-count"])
+async def test_header_floods_end_the_connection_only(
+    flood: str, wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    """libnghttp2's own limits: CONTINUATION frames after one HEADERS (CVE-2024-27316: the
+    server must not buffer a header block without end) and fields in one block."""
+    lb = wslb(http_config(endpoints(backends[:1]), listener={"http2": True}))
+    client = await H2Client.connect("127.0.0.1", lb.port("web"))
+    try:
+        assert (await client.request(b"GET", b"/before")).status == 200
+        if flood == "continuation":
+            block = hpack.Encoder().encode(
+                [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http")]
+                + [(b":authority", b"a")]
+                + [(b"x-f%d" % i, b"v" * 20) for i in range(200)]
+            )
+            headers = HeadersFrame(101, data=block[:16])
+            headers.flags.add("END_STREAM")  # and no END_HEADERS: CONTINUATION follows
+            frames = [headers.serialize()]
+            for off in range(16, len(block), 16):
+                frames.append(ContinuationFrame(101, data=block[off : off + 16]).serialize())
+            client.writer.write(b"".join(frames))  # never END_HEADERS
+        else:
+            many = [(b"x-f%d" % i, b"v") for i in range(3000)]
+            client.start(b"GET", b"/many", many)
+        await asyncio.wait_for(client.closed.wait(), scaled(10))
+    finally:
+        await client.close()
+    lb.wait_output("HTTP/2 peer over a limit")
     fresh = await H2Client.connect("127.0.0.1", lb.port("web"))
     try:
         assert (await fresh.request(b"GET", b"/ok")).status == 200
