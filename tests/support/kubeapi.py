@@ -1077,6 +1077,14 @@ class KubeAPI:
         """Forget the event history (etcd compaction): older resourceVersions now get 410."""
         self._call(self._compact)
 
+    def expire_watches(self) -> int:
+        """What a client coming back from a long disconnection finds: writes elsewhere in the
+        cluster moved the resourceVersion on, etcd compacted the history and every open watch is
+        cut, so that every watcher's last resourceVersion is now too old (410 on resuming, even
+        for a watcher that a bookmark had brought up to date). Returns how many were cut."""
+        result: int = self._call(self._expire_watches)
+        return result
+
     def cut_watches(self) -> int:
         """Abort every open watch stream mid-stream; returns how many there were."""
         result: int = self._call(self._cut_watches)
@@ -1246,6 +1254,11 @@ class KubeAPI:
     def _compact(self) -> None:
         self._history.clear()
         self._floor = self._rv
+
+    def _expire_watches(self) -> int:
+        self._rv += 1  # a write to an object nobody watches here (a node's Lease, say)
+        self._compact()
+        return self._cut_watches()
 
     def _cut_watches(self) -> int:
         watchers = list(self._watchers)
