@@ -12,6 +12,16 @@ Measured, for each proxy:
     HTTP/1.1 backends over kept-alive connections: requests/s, mean latency, CPU per request
   * WebSocket echo, 50 connections, 64 B and 4 KiB: msgs/s, p50, p99, proxy CPU per message
   * idle WebSockets: proxy RSS growth per connection with 5,000 open
+and the paths a browser on an https:// origin takes (HTTP/2 by ALPN; measured in clear, h2c):
+  * HTTP/2 to an HTTP/2 endpoint: h2load as above, to nginx serving h2c behind the proxy
+  * Socket.IO long-polling: wrk (HTTP/1.1) and h2load (HTTP/2) polling one Engine.IO session
+    (`GET /socket.io/?EIO=4&transport=polling&sid=...`, the sid from a handshake made through
+    the proxy, so that wslb resolves its tag on every request) from a backend answering as
+    Engine.IO does: requests/s, CPU per request
+  * WebSocket echo over RFC 8441 streams (extended CONNECT), 64 B, 50 streams on 5 h2c
+    connections, to the same RFC 6455 echo backend over HTTP/1.1
+  * idle RFC 8441 WebSockets: RSS growth per stream with 5,000 open, 100 per connection
+A proxy that cannot do one of these (nginx has no HTTP/2 upstream and no RFC 8441) shows n/a.
 CPU is the proxy processes' utime + stime from /proc/PID/stat over the measured window; a
 "message" is one echo round trip (the proxy relays it twice). Ratios are against nginx measured in
 the same run: absolute numbers on a shared machine are noise, ratios much less so.
@@ -145,18 +155,33 @@ class Result:
     ws: dict[int, dict[str, float]] = field(default_factory=dict)
     idle_rss_per_ws: float = 0.0
     idle_open: int = 0
+    h2c_rps: float = 0.0  # HTTP/2 to an h2c endpoint
+    h2c_mean_ms: float = 0.0
+    h2c_cpu_us: float = 0.0
+    poll1_rps: float = 0.0  # Socket.IO long-polling over HTTP/1.1
+    poll1_cpu_us: float = 0.0
+    poll2_rps: float = 0.0  # ... over HTTP/2
+    poll2_cpu_us: float = 0.0
+    ws8441: dict[str, float] = field(default_factory=dict)  # RFC 8441 64 B echo
+    idle_rss_per_stream: float = 0.0
+    idle_streams: int = 0
     notes: list[str] = field(default_factory=list)
 
 
 class Proxy:
     name = ""
+    h2_upstream = True  # can proxy to an HTTP/2 endpoint
+    rfc8441 = True  # accepts WebSockets over HTTP/2 streams
 
-    def __init__(self, work: Path, port: int, http_eps: list[int], ws_eps: list[int]) -> None:
+    def __init__(
+        self, work: Path, port: int, http_eps: list[int], ws_eps: list[int], h2c_eps: list[int]
+    ) -> None:
         self.work = work
         self.port = port
         self.h2_port = free_port()
         self.http_eps = http_eps
         self.ws_eps = ws_eps
+        self.h2c_eps = h2c_eps
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -184,6 +209,8 @@ class Proxy:
 
 class Nginx(Proxy):
     name = "nginx"
+    h2_upstream = False  # proxy_http_version 2 does not exist (grpc_pass only)
+    rfc8441 = False  # no extended CONNECT on its HTTP/2 side
 
     def command(self) -> list[str]:
         web = "".join(f"server 127.0.0.1:{p};" for p in self.http_eps)
@@ -240,6 +267,9 @@ class HAProxy(Proxy):
     def command(self) -> list[str]:
         web = "\n".join(f"  server w{i} 127.0.0.1:{p}" for i, p in enumerate(self.http_eps))
         ws = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(self.ws_eps))
+        web2 = "\n".join(
+            f"  server h{i} 127.0.0.1:{p} proto h2" for i, p in enumerate(self.h2c_eps)
+        )
         conf = self.work / "haproxy.cfg"
         conf.write_text(f"""
 global
@@ -263,11 +293,17 @@ frontend h2
   bind 127.0.0.1:{self.h2_port} proto h2
   http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Port %[dst_port]
+  use_backend ws if {{ path_beg /ws }}
+  use_backend web2 if {{ path_beg /h2 }}
   default_backend web
 backend web
   balance roundrobin
   http-reuse always
 {web}
+backend web2
+  balance roundrobin
+  http-reuse always
+{web2}
 backend ws
   balance roundrobin
 {ws}
@@ -313,15 +349,28 @@ class Wslb(Proxy):
                             "endpoints": [f"127.0.0.1:{p}" for p in self.ws_eps],
                             "health": {"enabled": False},
                         },
+                        {
+                            "name": "web2",
+                            "protocol": "h2c",
+                            "endpoints": [f"127.0.0.1:{p}" for p in self.h2c_eps],
+                            "keepalive": {"enabled": True},
+                            "health": {"enabled": False},
+                        },
                     ],
-                    "routes": [{"path": "/ws", "backend": "ws"}, {"path": "/", "backend": "web"}],
+                    "routes": [
+                        {"path": "/ws", "backend": "ws"},
+                        {"path": "/h2", "backend": "web2"},
+                        {"path": "/", "backend": "web"},
+                    ],
                 }
             )
         )
         return [sys.executable, "-m", "wslb", "serve", "-c", str(conf), "--log-level", "warning"]
 
 
-def run_wrk(port: int, seconds: float, core: str | None) -> tuple[int, float, float]:
+def run_wrk(
+    port: int, seconds: float, core: str | None, path: str = "/"
+) -> tuple[int, float, float]:
     out = subprocess.run(
         [
             *pin(core),
@@ -330,7 +379,7 @@ def run_wrk(port: int, seconds: float, core: str | None) -> tuple[int, float, fl
             "-c50",
             f"-d{max(1, round(seconds))}s",
             "--latency",
-            f"http://127.0.0.1:{port}/",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -347,7 +396,9 @@ def run_wrk(port: int, seconds: float, core: str | None) -> tuple[int, float, fl
     return requests, rps, p99
 
 
-def run_h2load(port: int, seconds: float, core: str | None) -> tuple[int, float, float]:
+def run_h2load(
+    port: int, seconds: float, core: str | None, path: str = "/"
+) -> tuple[int, float, float]:
     out = subprocess.run(
         [
             *pin(core),
@@ -356,7 +407,7 @@ def run_h2load(port: int, seconds: float, core: str | None) -> tuple[int, float,
             "-m5",
             "-t1",
             f"-D{max(1, round(seconds))}",
-            f"http://127.0.0.1:{port}/",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -373,20 +424,24 @@ def run_h2load(port: int, seconds: float, core: str | None) -> tuple[int, float,
     return int(m.group(1)), rps, mean
 
 
-def run_ws(proxy: Proxy, size: int, seconds: float, core: str | None) -> dict[str, float]:
+def run_ws(
+    proxy: Proxy, size: int, seconds: float, core: str | None, h2: bool = False
+) -> dict[str, float]:
+    """50 WebSockets echoing ``size`` B; ``h2``: as RFC 8441 streams, 10 per h2c connection."""
     p = subprocess.Popen(
         [
             *pin(core),
             sys.executable,
             str(HERE / "ws_load.py"),
             "--port",
-            str(proxy.port),
+            str(proxy.h2_port if h2 else proxy.port),
             "--size",
             str(size),
             "--seconds",
             str(seconds),
             "--connections",
             "50",
+            *(["--h2", "10"] if h2 else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -408,7 +463,8 @@ def run_ws(proxy: Proxy, size: int, seconds: float, core: str | None) -> dict[st
     return result
 
 
-def run_idle(proxy: Proxy, n: int, core: str | None) -> tuple[float, int]:
+def run_idle(proxy: Proxy, n: int, core: str | None, h2: bool = False) -> tuple[float, int]:
+    """RSS growth per idle WebSocket; ``h2``: RFC 8441 streams, 100 per h2c connection."""
     pids = proxy.pids()
     before = rss_bytes(pids)
     p = subprocess.Popen(
@@ -417,9 +473,10 @@ def run_idle(proxy: Proxy, n: int, core: str | None) -> tuple[float, int]:
             sys.executable,
             str(HERE / "ws_load.py"),
             "--port",
-            str(proxy.port),
+            str(proxy.h2_port if h2 else proxy.port),
             "--idle",
             str(n),
+            *(["--h2", "100"] if h2 else []),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -435,6 +492,33 @@ def run_idle(proxy: Proxy, n: int, core: str | None) -> tuple[float, int]:
     return (after - before) / max(opened, 1), opened
 
 
+ENGINEIO_OPEN = (  # what an Engine.IO v4 server answers a polling handshake (one session)
+    '0{"sid":"bench-session-0001","upgrades":["websocket"],"pingInterval":25000,'
+    '"pingTimeout":20000,"maxPayload":1000000}'
+)
+
+
+def polling_path(port: int) -> str:
+    """A polling request of one session opened through the proxy (its sid as the proxy
+    rewrote it: wslb tags it), checked to be answered 200 with the noop packet."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/socket.io/?EIO=4&transport=polling", headers={"Host": "bench"})
+        body = conn.getresponse().read().decode()
+        sid = json.loads(body[1:])["sid"]
+        path = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        conn.request("GET", path, headers={"Host": "bench"})
+        r = conn.getresponse()
+        answer = r.read()
+        if r.status != 200 or answer != b"6":
+            raise RuntimeError(f"polling through :{port}: {r.status} {answer[:100]!r}")
+        return path
+    finally:
+        conn.close()
+
+
 def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[Result]:
     ensure_tools()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -444,12 +528,20 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
     work = Path(tempfile.mkdtemp(prefix="wslb-bench-"))
     http_eps = [free_port(), free_port()]
     ws_eps = [free_port(), free_port()]
+    h2c_eps = [free_port(), free_port()]
     (work / "logs").mkdir()
     backend_conf = work / "nginx-backend.conf"
     servers = "".join(
         f"server {{ listen 127.0.0.1:{p} backlog=4096; keepalive_requests 1000000; "
-        f"location / {{ return 200 'ok'; }} }}\n"
+        f"location / {{ return 200 'ok'; }} "
+        # Engine.IO: a handshake (no sid) gets the open packet, a poll the noop packet
+        f"location /socket.io/ {{ if ($arg_sid = '') {{ return 200 '{ENGINEIO_OPEN}'; }} "
+        f"return 200 '6'; }} }}\n"
         for p in http_eps
+    ) + "".join(
+        f"server {{ listen 127.0.0.1:{p} http2 backlog=4096; keepalive_requests 1000000; "
+        f"location / {{ return 200 'ok'; }} }}\n"
+        for p in h2c_eps
     )
     backend_conf.write_text(
         f"worker_processes 1;\nworker_rlimit_nofile 65536;\npid {work}/nginx-backend.pid;\n"
@@ -478,13 +570,13 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
                 [*pin(load_core), sys.executable, str(HERE / "ws_echo.py"), *map(str, ws_eps)]
             )
         )
-        for p in http_eps + ws_eps:
-            wait_port(p)
+        for port in http_eps + ws_eps + h2c_eps:
+            wait_port(port)
         classes = {"nginx": Nginx, "haproxy": HAProxy, "wslb": Wslb}
         # Proxies take turns round after round, so that a slow spell of this shared machine
         # hits all of them; the table reports each metric's median over the rounds.
         for rnd, name in [(r, n) for r in range(rounds) for n in names]:
-            proxy = classes[name](work, free_port(), http_eps, ws_eps)
+            proxy = classes[name](work, free_port(), http_eps, ws_eps, h2c_eps)
             res = Result(name)
             print(f"== {name} (round {rnd + 1}/{rounds})", flush=True)
             if rnd > 0:
@@ -525,6 +617,7 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
                         "RSS per WebSocket",
                         flush=True,
                     )
+                browser_paths(proxy, res, seconds, idle, load_core)
             finally:
                 proxy.stop()
             results.append(res)
@@ -539,6 +632,61 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
     return merge(results)
 
 
+def browser_paths(proxy: Proxy, res: Result, seconds: float, idle: int, core: str | None) -> None:
+    """The rows of HTTP/2 to an h2c endpoint, Socket.IO long-polling, RFC 8441 WebSockets."""
+    pids = proxy.pids()
+    if proxy.h2_upstream:
+        run_h2load(proxy.h2_port, 2, core, "/h2/")  # warm-up (connections to the endpoints)
+        cpu0 = cpu_seconds(pids)
+        requests, res.h2c_rps, res.h2c_mean_ms = run_h2load(proxy.h2_port, seconds, core, "/h2/")
+        res.h2c_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+        print(
+            f"  http/2 to h2c: {res.h2c_rps:.0f} req/s, mean {res.h2c_mean_ms:.2f} ms, "
+            f"{res.h2c_cpu_us:.1f} us CPU/request",
+            flush=True,
+        )
+    path = polling_path(proxy.port)
+    run_wrk(proxy.port, 2, core, path)
+    cpu0 = cpu_seconds(pids)
+    requests, res.poll1_rps, _ = run_wrk(proxy.port, seconds, core, path)
+    res.poll1_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+    run_h2load(proxy.h2_port, 2, core, path)
+    cpu0 = cpu_seconds(pids)
+    requests, res.poll2_rps, _ = run_h2load(proxy.h2_port, seconds, core, path)
+    res.poll2_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+    print(
+        f"  polling: HTTP/1.1 {res.poll1_rps:.0f} req/s {res.poll1_cpu_us:.1f} us CPU/request, "
+        f"HTTP/2 {res.poll2_rps:.0f} req/s {res.poll2_cpu_us:.1f} us CPU/request",
+        flush=True,
+    )
+    if not proxy.rfc8441:
+        return
+    r = res.ws8441 = run_ws(proxy, 64, seconds, core, h2=True)
+    print(
+        f"  RFC 8441 ws 64 B: {r['msgs_per_s']:.0f} msg/s, p50 {r['p50_us']:.0f} us, "
+        f"p99 {r['p99_us']:.0f} us, {r['cpu_us']:.1f} us CPU/msg",
+        flush=True,
+    )
+    if idle:
+        res.idle_rss_per_stream, res.idle_streams = run_idle(proxy, idle, core, h2=True)
+        print(
+            f"  idle RFC 8441: {res.idle_streams} open, "
+            f"{res.idle_rss_per_stream / 1024:.1f} KiB RSS per stream",
+            flush=True,
+        )
+
+
+BROWSER_SCALARS = (
+    "h2c_rps",
+    "h2c_mean_ms",
+    "h2c_cpu_us",
+    "poll1_rps",
+    "poll1_cpu_us",
+    "poll2_rps",
+    "poll2_cpu_us",
+)
+
+
 def merge(results: list[Result]) -> list[Result]:
     """One Result per proxy, each metric the median of its rounds."""
     out = []
@@ -551,6 +699,10 @@ def merge(results: list[Result]) -> list[Result]:
         m.h2_rps = statistics.median(r.h2_rps for r in runs)
         m.h2_mean_ms = statistics.median(r.h2_mean_ms for r in runs)
         m.h2_cpu_us = statistics.median(r.h2_cpu_us for r in runs)
+        for key in BROWSER_SCALARS:
+            setattr(m, key, statistics.median(getattr(r, key) for r in runs))
+        if runs[0].ws8441:
+            m.ws8441 = {k: statistics.median(r.ws8441[k] for r in runs) for k in runs[0].ws8441}
         for size in runs[0].ws:
             m.ws[size] = {
                 key: statistics.median(r.ws[size][key] for r in runs) for key in runs[0].ws[size]
@@ -558,6 +710,8 @@ def merge(results: list[Result]) -> list[Result]:
         idle = [r for r in runs if r.idle_open]
         if idle:
             m.idle_rss_per_ws, m.idle_open = idle[0].idle_rss_per_ws, idle[0].idle_open
+            m.idle_rss_per_stream = idle[0].idle_rss_per_stream
+            m.idle_streams = idle[0].idle_streams
         m.notes.append(f"median of {len(runs)} round(s)")
         out.append(m)
     return out
@@ -608,7 +762,59 @@ def table(results: list[Result]) -> str:
                 f"{ratio(r.http_rps, base.http_rps)} | {ratio(r.h2_rps, base.h2_rps)} | "
                 f"{ratio(r.ws[64]['msgs_per_s'], base.ws[64]['msgs_per_s'])} |"
             )
-    return "\n".join(rows)
+    return "\n".join([*rows, "", *browser_table(results)])
+
+
+def browser_table(results: list[Result]) -> list[str]:
+    """The paths a browser on an https:// origin takes, and issue 16's ratios for wslb."""
+
+    def num(value: float, fmt: str = ".0f") -> str:
+        return format(value, fmt) if value else "n/a"
+
+    rows = [
+        "Browser paths (HTTP/2 by ALPN; measured as h2c):",
+        "",
+        "| proxy | HTTP/2→h2c req/s | mean ms | CPU us/req | polling HTTP/1.1 req/s | "
+        "CPU us/req | polling HTTP/2 req/s | CPU us/req | RFC 8441 WS 64B msg/s | p50/p99 us | "
+        "CPU us/msg | idle KiB/stream |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        w = r.ws8441
+        rows.append(
+            f"| {r.name} | {num(r.h2c_rps)} | {num(r.h2c_mean_ms, '.2f')} | "
+            f"{num(r.h2c_cpu_us, '.1f')} | {num(r.poll1_rps)} | {num(r.poll1_cpu_us, '.1f')} | "
+            f"{num(r.poll2_rps)} | {num(r.poll2_cpu_us, '.1f')} | {num(w.get('msgs_per_s', 0))} | "
+            + (f"{w['p50_us']:.0f}/{w['p99_us']:.0f}" if w else "n/a")
+            + f" | {num(w.get('cpu_us', 0), '.1f')} | {num(r.idle_rss_per_stream / 1024, '.1f')} |"
+        )
+    wslb = next((r for r in results if r.name == "wslb"), None)
+    nginx = next((r for r in results if r.name == "nginx"), None)
+    if wslb is None:
+        return rows
+
+    def ratio(value: float, ref: float) -> str:
+        return f"{value / ref:.2f}x" if value and ref else "n/a"
+
+    w = wslb.ws8441
+    rows += [
+        "",
+        "wslb against issue 16's targets:",
+        "",
+        "| ratio | measured | target |",
+        "|---|---|---|",
+        f"| HTTP/2 CPU/req, wslb / nginx | "
+        f"{ratio(wslb.h2_cpu_us, nginx.h2_cpu_us if nginx else 0)} | ≤ 1.2x |",
+        f"| RFC 8441 WS 64B CPU/msg, / wslb HTTP/1.1 WS | "
+        f"{ratio(w.get('cpu_us', 0), wslb.ws.get(64, {}).get('cpu_us', 0))} | ≤ 1.3x |",
+        f"| RFC 8441 WS 64B msg/s, / wslb HTTP/1.1 WS | "
+        f"{ratio(w.get('msgs_per_s', 0), wslb.ws.get(64, {}).get('msgs_per_s', 0))} | ≥ 0.8x |",
+        f"| polling CPU/req, HTTP/2 / HTTP/1.1 | {ratio(wslb.poll2_cpu_us, wslb.poll1_cpu_us)} "
+        "| ≤ 1.0x |",
+        f"| idle RSS, RFC 8441 stream / HTTP/1.1 WS | "
+        f"{ratio(wslb.idle_rss_per_stream, wslb.idle_rss_per_ws)} | ≤ 2x |",
+    ]
+    return rows
 
 
 def main() -> None:

@@ -4,9 +4,11 @@
         prints JSON: messages, msgs_per_s, p50_us, p99_us
     python bench/ws_load.py --port P --idle 5000
         opens 5000 WebSockets, prints "ready", holds them until stdin closes
+    --h2 10: the WebSockets are RFC 8441 streams (extended CONNECT, h2c with prior knowledge),
+        10 on each HTTP/2 connection: --connections 50 --h2 10 is 50 streams on 5 connections
 
 Frames are pre-built (masked, as a client must) and echoes are counted by length, so the load
-generator itself stays cheap.
+generator itself stays cheap; the HTTP/2 client is ngh2 (libnghttp2), for the same reason.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import sys
 import time
 
+import ngh2
 import uvloop
 from websockets.speedups import apply_mask  # type: ignore[attr-defined]
 
@@ -102,6 +105,118 @@ class Client(asyncio.Protocol):
         self.stats.lost += 1
 
 
+class H2Stream:
+    """One RFC 8441 WebSocket on an H2Client's connection; the same closed loop as Client."""
+
+    def __init__(self, conn: H2Client, sid: int) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.got = 0
+        self.t0 = 0.0
+        self.transport = None  # closed with its connection
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+        self.conn.send(self.sid, self.conn.frame)
+
+    def received(self, n: int) -> None:
+        self.got += n
+        stats = self.conn.stats
+        expect = self.conn.expect
+        while self.got >= expect:
+            self.got -= expect
+            now = time.perf_counter()
+            if stats.recording:
+                stats.latencies.append(now - self.t0)
+            if stats.running:
+                self.t0 = now
+                self.conn.send(self.sid, self.conn.frame)
+
+
+CONNECT = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":scheme", b"http"),
+    (b":path", b"/ws"),
+    (b":authority", b"bench"),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+class H2Client(asyncio.Protocol):
+    """One h2c connection carrying ``n`` extended-CONNECT WebSockets (opened once the server's
+    SETTINGS allow it); ``ready`` is set when every stream has its 200."""
+
+    def __init__(
+        self, n: int, frame: bytes, expect: int, stats: Stats, ready: asyncio.Future[None]
+    ) -> None:
+        self.n = n
+        self.frame = frame
+        self.expect = expect
+        self.stats = stats
+        self.ready = ready
+        self.conn = ngh2.Connection(ngh2.Role.CLIENT, ngh2.Configuration())
+        self.streams: dict[int, H2Stream] = {}
+        self.pending: set[int] = set()
+        self.transport: asyncio.Transport | None = None
+        self.flushing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conn.initiate_connection(
+            {ngh2.Setting.ENABLE_PUSH: 0, ngh2.Setting.INITIAL_WINDOW_SIZE: 1 << 20}
+        )
+        self.flush()
+
+    def send(self, sid: int, data: bytes) -> None:
+        self.conn.send_data(sid, data)
+        if not self.flushing:  # one write per loop iteration, as a real client batches
+            self.flushing = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flushing = False
+        out = self.conn.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.conn.receive_data(data)
+        except ngh2.NGH2Error as exc:
+            self.fail(f"HTTP/2 error: {exc}")
+            return
+        for ev in self.conn.events():
+            if isinstance(ev, ngh2.DataReceived):
+                self.streams[ev.stream_id].received(len(ev.data))
+            elif isinstance(ev, ngh2.SettingsReceived) and not self.streams and not self.pending:
+                for _ in range(self.n):
+                    self.pending.add(self.conn.send_request(CONNECT))
+            elif isinstance(ev, ngh2.ResponseReceived):
+                status = dict(ev.headers).get(b":status")
+                if status != b"200":
+                    self.fail(f"stream refused: {status!r}")
+                    return
+                self.pending.discard(ev.stream_id)
+                self.streams[ev.stream_id] = H2Stream(self, ev.stream_id)
+                if not self.pending and not self.ready.done():
+                    self.ready.set_result(None)
+            elif isinstance(ev, (ngh2.StreamReset, ngh2.StreamClosed)) and (
+                ev.stream_id in self.pending
+            ):
+                self.fail(f"stream {ev.stream_id} closed before its response")
+                return
+        self.flush()
+
+    def fail(self, why: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(why))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(f"closed during handshake: {exc}")
+        self.stats.lost += len(self.streams)
+
+
 class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -110,12 +225,29 @@ class Stats:
         self.lost = 0
 
 
-async def connect_all(port: int, n: int, size: int, stats: Stats) -> list[Client]:
+async def connect_all(
+    port: int, n: int, size: int, stats: Stats, h2: int = 0
+) -> list[Client] | list[H2Stream]:
     loop = asyncio.get_running_loop()
     frame = client_frame(size)
     expect = echo_length(size)
     clients: list[Client] = []
     sem = asyncio.Semaphore(200)
+    if h2:
+        conns: list[H2Client] = []
+
+        async def h2conn(streams: int) -> None:
+            async with sem:
+                ready: asyncio.Future[None] = loop.create_future()
+                _, c = await loop.create_connection(
+                    lambda: H2Client(streams, frame, expect, stats, ready), "127.0.0.1", port
+                )
+                await ready
+                conns.append(c)
+
+        sizes = [h2] * (n // h2) + ([n % h2] if n % h2 else [])
+        await asyncio.gather(*(h2conn(k) for k in sizes))
+        return [s for c in conns for s in c.streams.values()]
 
     async def one() -> None:
         async with sem:
@@ -130,9 +262,11 @@ async def connect_all(port: int, n: int, size: int, stats: Stats) -> list[Client
     return clients
 
 
-async def run_load(port: int, n: int, size: int, seconds: float, warmup: float) -> dict[str, float]:
+async def run_load(
+    port: int, n: int, size: int, seconds: float, warmup: float, h2: int = 0
+) -> dict[str, float]:
     stats = Stats()
-    clients = await connect_all(port, n, size, stats)
+    clients = await connect_all(port, n, size, stats, h2)
     for c in clients:
         c.start()
     await asyncio.sleep(warmup)
@@ -145,9 +279,7 @@ async def run_load(port: int, n: int, size: int, seconds: float, warmup: float) 
     print("stop", flush=True)
     stats.running = False
     lat = sorted(stats.latencies)
-    for c in clients:
-        if c.transport is not None:
-            c.transport.close()
+    close(clients)
     count = len(lat)
     return {
         "messages": count,
@@ -158,16 +290,21 @@ async def run_load(port: int, n: int, size: int, seconds: float, warmup: float) 
     }
 
 
-async def hold_idle(port: int, n: int) -> None:
+def close(clients: list[Client] | list[H2Stream]) -> None:
+    for c in clients:
+        t = c.conn.transport if isinstance(c, H2Stream) else c.transport
+        if t is not None:
+            t.close()
+
+
+async def hold_idle(port: int, n: int, h2: int = 0) -> None:
     stats = Stats()
     stats.running = False
-    clients = await connect_all(port, n, 1, stats)
+    clients = await connect_all(port, n, 1, stats, h2)
     print(json.dumps({"ready": len(clients)}), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
-    for c in clients:
-        if c.transport is not None:
-            c.transport.close()
+    close(clients)
 
 
 def main() -> None:
@@ -178,11 +315,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--idle", type=int, default=0)
+    ap.add_argument("--h2", type=int, default=0, help="RFC 8441 streams per h2c connection")
     args = ap.parse_args()
     if args.idle:
-        uvloop.run(hold_idle(args.port, args.idle))
+        uvloop.run(hold_idle(args.port, args.idle, args.h2))
         return
-    result = uvloop.run(run_load(args.port, args.connections, args.size, args.seconds, args.warmup))
+    result = uvloop.run(
+        run_load(args.port, args.connections, args.size, args.seconds, args.warmup, args.h2)
+    )
     print(json.dumps(result))
 
 
