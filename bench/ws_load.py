@@ -31,6 +31,9 @@ HANDSHAKE = (
 )
 
 
+HANDSHAKES = 200  # WebSocket handshakes in flight at most, over HTTP/1.1 or HTTP/2
+
+
 def client_frame(size: int) -> bytes:
     mask = os.urandom(4)
     payload = apply_mask(os.urandom(size), mask)
@@ -144,13 +147,21 @@ CONNECT = [
 
 
 class H2Client(asyncio.Protocol):
-    """One h2c connection carrying ``n`` extended-CONNECT WebSockets (opened once the server's
-    SETTINGS allow it); ``ready`` is set when every stream has its 200."""
+    """One h2c connection carrying ``n`` extended-CONNECT WebSockets, opened once the server's
+    SETTINGS allow it, at most ``ramp`` handshakes at a time (as the HTTP/1.1 clients are
+    opened at most HANDSHAKES at a time); ``ready`` is set when every stream has its 200."""
 
     def __init__(
-        self, n: int, frame: bytes, expect: int, stats: Stats, ready: asyncio.Future[None]
+        self,
+        n: int,
+        frame: bytes,
+        expect: int,
+        stats: Stats,
+        ready: asyncio.Future[None],
+        ramp: int,
     ) -> None:
         self.n = n
+        self.ramp = ramp
         self.frame = frame
         self.expect = expect
         self.stats = stats
@@ -190,8 +201,7 @@ class H2Client(asyncio.Protocol):
             if isinstance(ev, ngh2.DataReceived):
                 self.streams[ev.stream_id].received(len(ev.data))
             elif isinstance(ev, ngh2.SettingsReceived) and not self.streams and not self.pending:
-                for _ in range(self.n):
-                    self.pending.add(self.conn.send_request(CONNECT))
+                self.open_more()
             elif isinstance(ev, ngh2.ResponseReceived):
                 status = dict(ev.headers).get(b":status")
                 if status != b"200":
@@ -199,6 +209,7 @@ class H2Client(asyncio.Protocol):
                     return
                 self.pending.discard(ev.stream_id)
                 self.streams[ev.stream_id] = H2Stream(self, ev.stream_id)
+                self.open_more()
                 if not self.pending and not self.ready.done():
                     self.ready.set_result(None)
             elif isinstance(ev, (ngh2.StreamReset, ngh2.StreamClosed)) and (
@@ -207,6 +218,10 @@ class H2Client(asyncio.Protocol):
                 self.fail(f"stream {ev.stream_id} closed before its response")
                 return
         self.flush()
+
+    def open_more(self) -> None:
+        while len(self.pending) < self.ramp and len(self.pending) + len(self.streams) < self.n:
+            self.pending.add(self.conn.send_request(CONNECT))
 
     def fail(self, why: str) -> None:
         if not self.ready.done():
@@ -232,7 +247,7 @@ async def connect_all(
     frame = client_frame(size)
     expect = echo_length(size)
     clients: list[Client] = []
-    sem = asyncio.Semaphore(200)
+    sem = asyncio.Semaphore(HANDSHAKES)
     if h2:
         conns: list[H2Client] = []
 
@@ -240,12 +255,15 @@ async def connect_all(
             async with sem:
                 ready: asyncio.Future[None] = loop.create_future()
                 _, c = await loop.create_connection(
-                    lambda: H2Client(streams, frame, expect, stats, ready), "127.0.0.1", port
+                    lambda: H2Client(streams, frame, expect, stats, ready, ramp),
+                    "127.0.0.1",
+                    port,
                 )
                 await ready
                 conns.append(c)
 
         sizes = [h2] * (n // h2) + ([n % h2] if n % h2 else [])
+        ramp = max(1, HANDSHAKES // len(sizes))  # handshakes in flight: HANDSHAKES in all
         await asyncio.gather(*(h2conn(k) for k in sizes))
         return [s for c in conns for s in c.streams.values()]
 
