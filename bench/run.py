@@ -14,10 +14,10 @@ Measured, for each proxy:
   * idle WebSockets: proxy RSS growth per connection with 5,000 open
 and the paths a browser on an https:// origin takes (HTTP/2 by ALPN; measured in clear, h2c):
   * HTTP/2 to an HTTP/2 endpoint: h2load as above, to nginx serving h2c behind the proxy
-  * Socket.IO long-polling: wrk (HTTP/1.1) and h2load (HTTP/2) polling one Engine.IO session
-    (`GET /socket.io/?EIO=4&transport=polling&sid=...`, the sid from a handshake made through
-    the proxy, so that wslb resolves its tag on every request) from a backend answering as
-    Engine.IO does: requests/s, CPU per request
+  * Socket.IO long-polling: wrk (HTTP/1.1) and h2load (HTTP/2) polling two Engine.IO sessions
+    in turn, one per endpoint (`GET /socket.io/?EIO=4&transport=polling&sid=...`, each sid from
+    a handshake made through the proxy, so that wslb resolves its tag on every request) from a
+    backend answering as Engine.IO does: requests/s, CPU per request
   * WebSocket echo over RFC 8441 streams (extended CONNECT), 64 B, 50 streams on 5 h2c
     connections, to the same RFC 6455 echo backend over HTTP/1.1
   * idle RFC 8441 WebSockets: RSS growth per stream with 5,000 open, 100 per connection
@@ -369,8 +369,19 @@ class Wslb(Proxy):
 
 
 def run_wrk(
-    port: int, seconds: float, core: str | None, path: str = "/"
+    port: int, seconds: float, core: str | None, paths: tuple[str, ...] = ("/",)
 ) -> tuple[int, float, float]:
+    """wrk -c50; several ``paths`` are requested in turn (a Lua script of prepared requests)."""
+    script: list[str] = []
+    if len(paths) > 1:
+        lua = Path(tempfile.mkstemp(suffix=".lua")[1])
+        listed = ", ".join(json.dumps(p) for p in paths)
+        lua.write_text(
+            f"local paths = {{{listed}}}\nlocal reqs, i = {{}}, 0\n"
+            "function init(args) for k, p in ipairs(paths) do reqs[k] = wrk.format(nil, p) end "
+            "end\nfunction request() i = i % #reqs + 1 return reqs[i] end\n"
+        )
+        script = ["-s", str(lua)]
     out = subprocess.run(
         [
             *pin(core),
@@ -379,7 +390,8 @@ def run_wrk(
             "-c50",
             f"-d{max(1, round(seconds))}s",
             "--latency",
-            f"http://127.0.0.1:{port}{path}",
+            *script,
+            f"http://127.0.0.1:{port}{paths[0]}",
         ],
         capture_output=True,
         text=True,
@@ -397,8 +409,9 @@ def run_wrk(
 
 
 def run_h2load(
-    port: int, seconds: float, core: str | None, path: str = "/"
+    port: int, seconds: float, core: str | None, paths: tuple[str, ...] = ("/",)
 ) -> tuple[int, float, float]:
+    """h2load -c10 -m5; several ``paths`` are requested in turn."""
     out = subprocess.run(
         [
             *pin(core),
@@ -407,7 +420,7 @@ def run_h2load(
             "-m5",
             "-t1",
             f"-D{max(1, round(seconds))}",
-            f"http://127.0.0.1:{port}{path}",
+            *(f"http://127.0.0.1:{port}{path}" for path in paths),
         ],
         capture_output=True,
         text=True,
@@ -498,23 +511,28 @@ ENGINEIO_OPEN = (  # what an Engine.IO v4 server answers a polling handshake (on
 )
 
 
-def polling_path(port: int) -> str:
-    """A polling request of one session opened through the proxy (its sid as the proxy
-    rewrote it: wslb tags it), checked to be answered 200 with the noop packet."""
+def polling_paths(port: int, sessions: int) -> tuple[str, ...]:
+    """Polling requests of ``sessions`` sessions opened through the proxy one after the other
+    (so that round robin puts one on each endpoint, as many sessions spread in a deployment),
+    each with its sid as the proxy rewrote it (wslb tags it) and checked to be answered 200
+    with the noop packet."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    paths = []
     try:
-        conn.request("GET", "/socket.io/?EIO=4&transport=polling", headers={"Host": "bench"})
-        body = conn.getresponse().read().decode()
-        sid = json.loads(body[1:])["sid"]
-        path = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
-        conn.request("GET", path, headers={"Host": "bench"})
-        r = conn.getresponse()
-        answer = r.read()
-        if r.status != 200 or answer != b"6":
-            raise RuntimeError(f"polling through :{port}: {r.status} {answer[:100]!r}")
-        return path
+        for _ in range(sessions):
+            conn.request("GET", "/socket.io/?EIO=4&transport=polling", headers={"Host": "bench"})
+            body = conn.getresponse().read().decode()
+            sid = json.loads(body[1:])["sid"]
+            paths.append(f"/socket.io/?EIO=4&transport=polling&sid={sid}")
+        for path in paths:
+            conn.request("GET", path, headers={"Host": "bench"})
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status != 200 or answer != b"6":
+                raise RuntimeError(f"polling through :{port}: {r.status} {answer[:100]!r}")
+        return tuple(paths)
     finally:
         conn.close()
 
@@ -636,23 +654,24 @@ def browser_paths(proxy: Proxy, res: Result, seconds: float, idle: int, core: st
     """The rows of HTTP/2 to an h2c endpoint, Socket.IO long-polling, RFC 8441 WebSockets."""
     pids = proxy.pids()
     if proxy.h2_upstream:
-        run_h2load(proxy.h2_port, 2, core, "/h2/")  # warm-up (connections to the endpoints)
+        h2c = ("/h2/",)
+        run_h2load(proxy.h2_port, 2, core, h2c)  # warm-up (connections to the endpoints)
         cpu0 = cpu_seconds(pids)
-        requests, res.h2c_rps, res.h2c_mean_ms = run_h2load(proxy.h2_port, seconds, core, "/h2/")
+        requests, res.h2c_rps, res.h2c_mean_ms = run_h2load(proxy.h2_port, seconds, core, h2c)
         res.h2c_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
         print(
             f"  http/2 to h2c: {res.h2c_rps:.0f} req/s, mean {res.h2c_mean_ms:.2f} ms, "
             f"{res.h2c_cpu_us:.1f} us CPU/request",
             flush=True,
         )
-    path = polling_path(proxy.port)
-    run_wrk(proxy.port, 2, core, path)
+    paths = polling_paths(proxy.port, len(proxy.http_eps))
+    run_wrk(proxy.port, 2, core, paths)
     cpu0 = cpu_seconds(pids)
-    requests, res.poll1_rps, _ = run_wrk(proxy.port, seconds, core, path)
+    requests, res.poll1_rps, _ = run_wrk(proxy.port, seconds, core, paths)
     res.poll1_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
-    run_h2load(proxy.h2_port, 2, core, path)
+    run_h2load(proxy.h2_port, 2, core, paths)
     cpu0 = cpu_seconds(pids)
-    requests, res.poll2_rps, _ = run_h2load(proxy.h2_port, seconds, core, path)
+    requests, res.poll2_rps, _ = run_h2load(proxy.h2_port, seconds, core, paths)
     res.poll2_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
     print(
         f"  polling: HTTP/1.1 {res.poll1_rps:.0f} req/s {res.poll1_cpu_us:.1f} us CPU/request, "

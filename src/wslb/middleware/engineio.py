@@ -20,15 +20,20 @@ from wslb.balancer.endpoints import EndpointState
 from wslb.proto.engineio import NotAnOpenPacket, rewrite_open_packet
 
 TAG_LEN = 12  # characters of base64url: 72 bits
+KNOWN_MAX = 10_000  # verified sids remembered (then forgotten all at once and learnt again)
 
 
 class EngineIOAffinity:
+    """Tags and resolves sids. A sid once verified is remembered with its endpoint's address,
+    so that the polls of a session cost a dictionary lookup, not an HMAC per endpoint."""
+
     def __init__(self, secret: bytes, scope: str) -> None:
         self._key = hmac.new(secret, b"engineio:" + scope.encode(), hashlib.sha256).digest()
+        self._known: dict[bytes, str] = {}  # a verified wire sid: its endpoint's address
 
     def tag(self, ep: EndpointState, sid: str) -> str:
-        mac = hmac.new(self._key, ep.address.encode() + b"|" + sid.encode(), hashlib.sha256)
-        return base64.urlsafe_b64encode(mac.digest()[:9]).decode()[:TAG_LEN]
+        mac = hmac.digest(self._key, ep.address.encode() + b"|" + sid.encode(), "sha256")
+        return base64.urlsafe_b64encode(mac[:9]).decode()[:TAG_LEN]
 
     def wire_sid(self, ep: EndpointState, sid: str) -> str:
         return f"{self.tag(ep, sid)}.{sid}"
@@ -37,6 +42,12 @@ class EngineIOAffinity:
         self, wire: bytes, endpoints: Sequence[EndpointState]
     ) -> tuple[EndpointState | None, bytes] | None:
         """(endpoint or None, the endpoint's own sid) for a tagged sid; None when untagged."""
+        address = self._known.get(wire)
+        if address is not None:
+            for ep in endpoints:
+                if ep.address == address:
+                    return ep, wire[TAG_LEN + 1 :]
+            return None, wire[TAG_LEN + 1 :]  # its endpoint is not available
         tag, dot, sid = wire.partition(b".")
         if not dot or len(tag) != TAG_LEN or not sid:
             return None
@@ -46,6 +57,10 @@ class EngineIOAffinity:
             return None, sid
         for ep in endpoints:
             if hmac.compare_digest(self.tag(ep, sid_s), tag_s):
+                known = self._known
+                if len(known) >= KNOWN_MAX:
+                    known.clear()
+                known[wire] = ep.address
                 return ep, sid
         return None, sid
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from wslb.balancer.endpoints import EndpointState
+from wslb.middleware import engineio as engineio_middleware
 from wslb.middleware.engineio import EngineIOAffinity
 from wslb.proto.engineio import (
     NotAnOpenPacket,
@@ -81,3 +82,26 @@ def test_sid_tags() -> None:
     assert EngineIOAffinity(b"other", "chat").resolve(wire, eps) == (None, b"abc")
     assert a.resolve(b"plain-sid", eps) is None  # untagged: not ours
     assert a.resolve(b"short.sid", eps) is None
+
+
+def test_verified_sids_are_remembered_by_address_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eps = [EndpointState(f"10.0.0.{i}", 80) for i in range(3)]
+    a = EngineIOAffinity(b"k", "chat")
+    wire = a.wire_sid(eps[2], "abc").encode()
+    assert a.resolve(wire, eps) == (eps[2], b"abc")
+    assert wire in a._known
+    # remembered by address: the endpoint's state after a reload is another object
+    again = [EndpointState(f"10.0.0.{i}", 80) for i in range(3)]
+    assert a.resolve(wire, again)[0] is again[2]
+    assert a.resolve(wire, again[:2]) == (None, b"abc")  # gone: unknown session
+    assert a.resolve(wire, again) == (again[2], b"abc")  # back
+    forged = b"A" * 12 + b".abc"
+    assert a.resolve(forged, eps) == (None, b"abc") and forged not in a._known
+    monkeypatch.setattr(engineio_middleware, "KNOWN_MAX", 3)
+    wires = [a.wire_sid(eps[0], f"s{i}").encode() for i in range(5)]
+    for w in wires:
+        assert a.resolve(w, eps)[0] is eps[0]
+        assert len(a._known) <= 3
+    assert all(a.resolve(w, eps) == (eps[0], w[13:]) for w in wires)
