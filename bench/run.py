@@ -11,7 +11,8 @@ Measured, for each proxy:
   * HTTP/2 (h2c, prior knowledge): h2load, 10 connections x 5 concurrent streams, to the same
     HTTP/1.1 backends over kept-alive connections: requests/s, mean latency, CPU per request
   * WebSocket echo, 50 connections, 64 B and 4 KiB: msgs/s, p50, p99, proxy CPU per message
-  * idle WebSockets: proxy RSS growth per connection with 5,000 open
+  * idle WebSockets: proxy RSS growth per connection with 5,000 open (a proxy just started,
+    warmed with 50)
 and the paths a browser on an https:// origin takes (HTTP/2 by ALPN; measured in clear, h2c):
   * HTTP/2 to an HTTP/2 endpoint: h2load as above, to nginx serving h2c behind the proxy
   * Socket.IO long-polling: wrk (HTTP/1.1) and h2load (HTTP/2) polling two Engine.IO sessions
@@ -187,7 +188,10 @@ class Proxy:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    core: str | None = None
+
     def start(self, core: str | None) -> None:
+        self.core = core
         log = open(self.work / f"{self.name}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([*pin(core), *self.command()], stdout=log, stderr=log)
         wait_port(self.port)
@@ -476,10 +480,9 @@ def run_ws(
     return result
 
 
-def run_idle(proxy: Proxy, n: int, core: str | None, h2: bool = False) -> tuple[float, int]:
-    """RSS growth per idle WebSocket; ``h2``: RFC 8441 streams, 100 per h2c connection."""
-    pids = proxy.pids()
-    before = rss_bytes(pids)
+def hold_idle(proxy: Proxy, n: int, core: str | None, h2: bool) -> tuple[float, int]:
+    """RSS growth while ``n`` WebSockets are open and idle, per WebSocket, and how many."""
+    before = rss_bytes(proxy.pids())
     p = subprocess.Popen(
         [
             *pin(core),
@@ -503,6 +506,19 @@ def run_idle(proxy: Proxy, n: int, core: str | None, h2: bool = False) -> tuple[
     p.stdin.close()
     p.wait(60)
     return (after - before) / max(opened, 1), opened
+
+
+def run_idle(proxy: Proxy, n: int, core: str | None, h2: bool = False) -> tuple[float, int]:
+    """RSS growth per idle WebSocket on a proxy just started (``h2``: RFC 8441 streams, 100
+    per h2c connection): after the load tests a proxy's allocator has free memory to reuse, and
+    how much depends on what ran before; a fresh process, warmed with 50 WebSockets of the same
+    kind, measures every proxy and both kinds alike."""
+    proxy.start(core=proxy.core)
+    try:
+        hold_idle(proxy, 50, core, h2)
+        return hold_idle(proxy, n, core, h2)
+    finally:
+        proxy.stop()
 
 
 ENGINEIO_OPEN = (  # what an Engine.IO v4 server answers a polling handshake (one session)
@@ -628,16 +644,25 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
                         f"p99 {r['p99_us']:.0f} us, {r['cpu_us']:.1f} us CPU/msg",
                         flush=True,
                     )
-                if idle:
-                    res.idle_rss_per_ws, res.idle_open = run_idle(proxy, idle, load_core)
-                    print(
-                        f"  idle: {res.idle_open} open, {res.idle_rss_per_ws / 1024:.1f} KiB "
-                        "RSS per WebSocket",
-                        flush=True,
-                    )
-                browser_paths(proxy, res, seconds, idle, load_core)
+                browser_paths(proxy, res, seconds, load_core)
             finally:
                 proxy.stop()
+            if idle:
+                res.idle_rss_per_ws, res.idle_open = run_idle(proxy, idle, load_core)
+                print(
+                    f"  idle: {res.idle_open} open, {res.idle_rss_per_ws / 1024:.1f} KiB "
+                    "RSS per WebSocket",
+                    flush=True,
+                )
+                if proxy.rfc8441:
+                    res.idle_rss_per_stream, res.idle_streams = run_idle(
+                        proxy, idle, load_core, h2=True
+                    )
+                    print(
+                        f"  idle RFC 8441: {res.idle_streams} open, "
+                        f"{res.idle_rss_per_stream / 1024:.1f} KiB RSS per stream",
+                        flush=True,
+                    )
             results.append(res)
     finally:
         for p in started:
@@ -650,7 +675,7 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
     return merge(results)
 
 
-def browser_paths(proxy: Proxy, res: Result, seconds: float, idle: int, core: str | None) -> None:
+def browser_paths(proxy: Proxy, res: Result, seconds: float, core: str | None) -> None:
     """The rows of HTTP/2 to an h2c endpoint, Socket.IO long-polling, RFC 8441 WebSockets."""
     pids = proxy.pids()
     if proxy.h2_upstream:
@@ -686,13 +711,6 @@ def browser_paths(proxy: Proxy, res: Result, seconds: float, idle: int, core: st
         f"p99 {r['p99_us']:.0f} us, {r['cpu_us']:.1f} us CPU/msg",
         flush=True,
     )
-    if idle:
-        res.idle_rss_per_stream, res.idle_streams = run_idle(proxy, idle, core, h2=True)
-        print(
-            f"  idle RFC 8441: {res.idle_streams} open, "
-            f"{res.idle_rss_per_stream / 1024:.1f} KiB RSS per stream",
-            flush=True,
-        )
 
 
 BROWSER_SCALARS = (
