@@ -165,16 +165,43 @@ def response_headers(status: int, lines: Lines, length: int | None = None) -> li
     return out
 
 
+def _field(line: bytes, skip: frozenset[bytes]) -> Header | None:
+    i = line.find(b":")
+    name = line[:i].lower()
+    if name in skip or name == b"content-length":
+        return None
+    return (name, line[i + 1 : -2].strip())
+
+
+# Response fields repeat from one response to the next (Server, Content-Type, Vary, a Date for
+# a second): short lines are converted once. Bounded: emptied when full.
+_FIELDS: dict[bytes, Header | None] = {}
+_FIELDS_MAX = 1024
+_FIELD_LINE_MAX = 128  # longer lines (cookies, tokens) are converted each time
+_MISSING: Header = (b"", b"")
+
+
 def fields_from_lines(lines: Lines, skip: frozenset[bytes] = CONNECTION_SPECIFIC) -> list[Header]:
     """Serialised HTTP/1.1 fields as an HTTP/2 field list: names lowercase, connection-specific
     fields (and whatever else ``skip`` names) left out."""
     out: list[Header] = []
+    if skip is not CONNECTION_SPECIFIC:
+        for line in lines:
+            f = _field(line, skip)
+            if f is not None:
+                out.append(f)
+        return out
+    cache = _FIELDS
     for line in lines:
-        i = line.find(b":")
-        name = line[:i].lower()
-        if name in skip or name == b"content-length":
-            continue
-        out.append((name, line[i + 1 : -2].strip()))
+        f = cache.get(line, _MISSING)
+        if f is _MISSING:
+            f = _field(line, skip)
+            if len(line) <= _FIELD_LINE_MAX:
+                if len(cache) >= _FIELDS_MAX:
+                    cache.clear()
+                cache[line] = f
+        if f is not None:
+            out.append(f)
     return out
 
 

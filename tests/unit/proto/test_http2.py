@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from wslb.errors import BadGateway, BadRequest, HeaderFieldsTooLarge, URITooLong
+from wslb.proto import http2
 from wslb.proto.http1 import RequestParser, ResponseParser, find_field
 from wslb.proto.http2 import (
     NotImplementedProtocol,
@@ -190,6 +191,25 @@ def test_response_head_from_an_http2_endpoint() -> None:
 def test_trailers_both_ways() -> None:
     assert trailer_lines([(b"grpc-status", b"0"), (b"connection", b"x")]) == [b"grpc-status: 0\r\n"]
     assert fields_from_lines([b"Grpc-Status: 0\r\n"]) == [(b"grpc-status", b"0")]
+
+
+def test_response_fields_converted_once_and_the_cache_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http2, "_FIELDS", {})
+    monkeypatch.setattr(http2, "_FIELDS_MAX", 4)
+    long_cookie = b"Set-Cookie: s=" + b"x" * 200 + b"\r\n"
+    lines = [b"Server: nginx\r\n", b"Connection: keep-alive\r\n", b"Content-Length: 2\r\n"]
+    expected = [(b"server", b"nginx")]
+    for _ in range(2):  # the second time from the cache: the same fields, the same skips
+        assert fields_from_lines(lines) == expected
+        assert fields_from_lines([*lines, long_cookie])[-1] == (b"set-cookie", long_cookie[12:-2])
+    assert long_cookie not in http2._FIELDS and b"Server: nginx\r\n" in http2._FIELDS
+    for i in range(10):
+        assert fields_from_lines([b"X-N: %d\r\n" % i]) == [(b"x-n", b"%d" % i)]
+        assert len(http2._FIELDS) <= 4
+    # another skip set is not answered from the cache
+    assert fields_from_lines([b"Server: nginx\r\n"], frozenset({b"server"})) == []
 
 
 class _Sink:

@@ -167,7 +167,11 @@ class H2Stream:
             self._failed(exc)
             return
         self.session.mark()
-        if conn.queued_body_size(self.sid) > HIGH_WATER and self.waiting() > HIGH_WATER:
+        if (  # (what is queued is at most what was ever written)
+            self.tx_bytes > HIGH_WATER
+            and conn.queued_body_size(self.sid) > HIGH_WATER
+            and self.waiting() > HIGH_WATER
+        ):
             self._block(B_WINDOW)
             self.session.window_blocked.add(self)
 
