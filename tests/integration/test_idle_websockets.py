@@ -1,5 +1,5 @@
-"""Memory stays flat across 10,000 idle WebSockets opened and closed 10 times, and every
-descriptor comes back each time.
+"""Memory stays flat across 10,000 idle WebSockets opened and closed 10 times (and across 2,000
+RFC 8441 streams opened and closed 5 times), and every descriptor comes back each time.
 
 Two wslb workers (each holds half the tunnels, 2 descriptors each, within a 20,000-descriptor
 limit), a minimal RFC 6455 backend (bench/ws_echo.py) in its own process, and lean clients made
@@ -22,6 +22,7 @@ from typing import cast
 import psutil
 import pytest
 
+from tests.support.h2client import H2Client, H2WebSocket
 from tests.support.procs import ROOT, Wslb, scaled
 
 MiB = 1024 * 1024
@@ -168,5 +169,82 @@ async def test_memory_flat_across_idle_websockets(
     first_open, first_closed = rows[0][2], rows[0][4]
     worst_open = max(r[2] for r in rows[1:]) if rounds > 1 else first_open
     worst_closed = max(r[4] for r in rows[1:]) if rounds > 1 else first_closed
+    assert worst_open <= first_open * 1.05 + 8 * MiB, (worst_open, first_open)
+    assert worst_closed <= first_closed * 1.05 + 8 * MiB, (worst_closed, first_closed)
+
+
+async def _open_streams(port: int, conns: int, per_conn: int) -> list[H2Client]:
+    """``conns`` h2c connections, each with ``per_conn`` RFC 8441 WebSockets open (at most 200
+    handshakes in flight, as browsers open them over time)."""
+    gate = asyncio.Semaphore(200)
+
+    async def one(client: H2Client) -> None:
+        async with gate:
+            await client.websocket(b"/ws")
+
+    clients = [await H2Client.connect("127.0.0.1", port) for _ in range(conns)]
+    await asyncio.gather(*(one(c) for c in clients for _ in range(per_conn)))
+    return clients
+
+
+async def test_memory_flat_across_idle_rfc8441_streams(
+    wslb: Callable[..., Wslb], echo_port: int
+) -> None:
+    """The same over HTTP/2: WebSockets as extended-CONNECT streams (RFC 8441), 100 to a
+    connection; whatever a stream leaves behind (in wslb's session or in libnghttp2) would grow
+    the RSS round after round, and every upstream descriptor comes back."""
+    per_conn = 100
+    conns = max(1, _fit(int(os.environ.get("WSLB_IDLE_STREAMS", "2000"))) // per_conn)
+    n = conns * per_conn
+    rounds = int(os.environ.get("WSLB_IDLE_ROUNDS", "5"))
+    lb = wslb(
+        {
+            "listeners": [
+                {
+                    "name": "web",
+                    "address": "127.0.0.1",
+                    "port": 0,
+                    "protocol": "http",
+                    "http2": True,
+                }
+            ],
+            "backends": [
+                {
+                    "name": "ws",
+                    "endpoints": [f"127.0.0.1:{echo_port}"],
+                    "health": {"enabled": False},
+                }
+            ],
+            "routes": [{"backend": "ws"}],
+        }
+    )
+    port = lb.port("web")
+    proc = [psutil.Process(lb.pid)]
+    fds_idle = _fds(proc)
+    rows = []
+    for rnd in range(rounds):
+        async with asyncio.timeout(scaled(300)):
+            clients = await _open_streams(port, conns, per_conn)
+            # a tunnel relays: one echo on the last stream opened
+            ws = H2WebSocket(clients[-1], max(clients[-1].streams), [])
+            await ws.send(b"ping %d" % rnd)
+            assert await ws.recv() == b"ping %d" % rnd
+        rss_open, fds_open = _rss(proc), _fds(proc)
+        for c in clients:
+            await c.close()
+        deadline = time.monotonic() + scaled(60)
+        while _fds(proc) > fds_idle:
+            assert time.monotonic() < deadline, f"round {rnd + 1}: descriptors not released"
+            await asyncio.sleep(0.05)
+        rows.append((rss_open, fds_open, _rss(proc)))
+    print(f"\n{n} idle RFC 8441 streams on {conns} connections, {rounds} rounds")
+    for rnd, (r_open, f_open, r_closed) in enumerate(rows, 1):
+        print(
+            f"round {rnd}: RSS {r_open / MiB:.1f} MiB open ({f_open} fds), {r_closed / MiB:.1f} closed"
+        )
+    assert all(row[1] >= fds_idle + conns + n for row in rows), "not every tunnel was open"
+    first_open, first_closed = rows[0][0], rows[0][2]
+    worst_open = max(r[0] for r in rows[1:]) if rounds > 1 else first_open
+    worst_closed = max(r[2] for r in rows[1:]) if rounds > 1 else first_closed
     assert worst_open <= first_open * 1.05 + 8 * MiB, (worst_open, first_open)
     assert worst_closed <= first_closed * 1.05 + 8 * MiB, (worst_closed, first_closed)
