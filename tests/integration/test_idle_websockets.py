@@ -88,6 +88,14 @@ def _fds(procs: list[psutil.Process]) -> int:
     return sum(p.num_fds() for p in procs)
 
 
+def _assert_flat(rss_open: list[int], rss_closed: list[int]) -> None:
+    """Flat: after the first round (which grows the allocator's arenas once), neither the RSS
+    with every WebSocket open nor the RSS after closing them grows further."""
+    for rss in (rss_open, rss_closed):
+        worst = max(rss[1:], default=rss[0])
+        assert worst <= rss[0] * 1.05 + 8 * MiB, (worst, rss[0])
+
+
 def _fit(wanted: int) -> int:
     """Raise this process's descriptor limit; the count of WebSockets that fits."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -164,13 +172,7 @@ async def test_memory_flat_across_idle_websockets(
             f"{r_closed / MiB:16.1f}  {f_closed:10d}"
         )
     assert all(row[3] >= fds_idle + 2 * n for row in rows), "not every tunnel was open"
-    # Flat: after the first round (which grows the allocator's arenas once), neither the
-    # RSS with every WebSocket open nor the RSS after closing them grows further.
-    first_open, first_closed = rows[0][2], rows[0][4]
-    worst_open = max(r[2] for r in rows[1:]) if rounds > 1 else first_open
-    worst_closed = max(r[4] for r in rows[1:]) if rounds > 1 else first_closed
-    assert worst_open <= first_open * 1.05 + 8 * MiB, (worst_open, first_open)
-    assert worst_closed <= first_closed * 1.05 + 8 * MiB, (worst_closed, first_closed)
+    _assert_flat([r[2] for r in rows], [r[4] for r in rows])
 
 
 async def _open_streams(port: int, conns: int, per_conn: int) -> list[H2Client]:
@@ -243,8 +245,4 @@ async def test_memory_flat_across_idle_rfc8441_streams(
             f"round {rnd}: RSS {r_open / MiB:.1f} MiB open ({f_open} fds), {r_closed / MiB:.1f} closed"
         )
     assert all(row[1] >= fds_idle + conns + n for row in rows), "not every tunnel was open"
-    first_open, first_closed = rows[0][0], rows[0][2]
-    worst_open = max(r[0] for r in rows[1:]) if rounds > 1 else first_open
-    worst_closed = max(r[2] for r in rows[1:]) if rounds > 1 else first_closed
-    assert worst_open <= first_open * 1.05 + 8 * MiB, (worst_open, first_open)
-    assert worst_closed <= first_closed * 1.05 + 8 * MiB, (worst_closed, first_closed)
+    _assert_flat([r[0] for r in rows], [r[2] for r in rows])

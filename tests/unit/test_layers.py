@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     # pure: no asyncio, bytes in and events out (they import each other freely)
     (
         "wslb.errors",
+        "wslb.caches",
         "wslb.proto",
         "wslb.config",
         "wslb.routing",

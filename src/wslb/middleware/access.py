@@ -5,6 +5,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from wslb.caches import remember
+
+VERDICTS = 10_001  # client addresses whose verdict is remembered (then all forgotten)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -30,7 +33,4 @@ class AccessList:
         ok = not any(addr in n for n in self.deny) and (
             not self.allow or any(addr in n for n in self.allow)
         )
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[ip] = ok
-        return ok
+        return remember(self._cache, ip, ok, VERDICTS)

@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Sequence
 
 from wslb.balancer.endpoints import EndpointState
+from wslb.caches import remember
 from wslb.proto.engineio import NotAnOpenPacket, rewrite_open_packet
 
 TAG_LEN = 12  # characters of base64url: 72 bits
@@ -57,10 +58,7 @@ class EngineIOAffinity:
             return None, sid
         for ep in endpoints:
             if hmac.compare_digest(self.tag(ep, sid_s), tag_s):
-                known = self._known
-                if len(known) >= KNOWN_MAX:
-                    known.clear()
-                known[wire] = ep.address
+                remember(self._known, wire, ep.address, KNOWN_MAX)
                 return ep, sid
         return None, sid
 

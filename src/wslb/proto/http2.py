@@ -20,6 +20,7 @@ import base64
 import os
 from collections.abc import Sequence
 
+from wslb.caches import remember
 from wslb.errors import BadGateway, BadRequest, HeaderFieldsTooLarge, HTTPError, URITooLong
 from wslb.proto.http1 import (
     _CONTENT_LENGTH,
@@ -197,9 +198,7 @@ def fields_from_lines(lines: Lines, skip: frozenset[bytes] = CONNECTION_SPECIFIC
         if f is _MISSING:
             f = _field(line, skip)
             if len(line) <= _FIELD_LINE_MAX:
-                if len(cache) >= _FIELDS_MAX:
-                    cache.clear()
-                cache[line] = f
+                remember(cache, line, f, _FIELDS_MAX)
         if f is not None:
             out.append(f)
     return out

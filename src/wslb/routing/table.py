@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from wslb.caches import remember
+
 T = TypeVar("T")
 HOST_CACHE = 4096  # Host values remembered per table (cleared when full)
 
@@ -83,10 +85,7 @@ class RouteTable(Generic[T]):
         try:
             table = self._hosts[host]
         except KeyError:
-            table = self._host_table(host)
-            if len(self._hosts) >= HOST_CACHE:
-                self._hosts.clear()
-            self._hosts[host] = table
+            table = remember(self._hosts, host, self._host_table(host), HOST_CACHE)
         if table is None:
             return None
         return table.match(path)
