@@ -45,7 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -441,6 +443,17 @@ def run_h2load(
     return int(m.group(1)), rps, mean
 
 
+def measure(
+    pids: list[int], load: Callable[[float], tuple[int, float, float]], seconds: float
+) -> tuple[float, float, float]:
+    """(requests/s, latency, proxy CPU us per request) of ``load`` run for ``seconds``, after
+    2 s of the same as a warm-up (the proxy's connections to the endpoints open)."""
+    load(2)
+    cpu0 = cpu_seconds(pids)
+    requests, rate, latency = load(seconds)
+    return rate, latency, (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+
+
 def run_ws(
     proxy: Proxy, size: int, seconds: float, core: str | None, h2: bool = False
 ) -> dict[str, float]:
@@ -617,20 +630,18 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
                 idle = 0  # memory per idle WebSocket is measured once: it does not vary
             proxy.start(proxy_core)
             try:
-                run_wrk(proxy.port, 2, load_core)  # warm-up
                 pids = proxy.pids()
-                cpu0 = cpu_seconds(pids)
-                requests, res.http_rps, res.http_p99_ms = run_wrk(proxy.port, seconds, load_core)
-                res.http_cpu_us = (cpu_seconds(pids) - cpu0) / requests * 1e6
+                res.http_rps, res.http_p99_ms, res.http_cpu_us = measure(
+                    pids, partial(run_wrk, proxy.port, core=load_core), seconds
+                )
                 print(
                     f"  http: {res.http_rps:.0f} req/s, p99 {res.http_p99_ms:.2f} ms, "
                     f"{res.http_cpu_us:.1f} us CPU/request",
                     flush=True,
                 )
-                run_h2load(proxy.h2_port, 2, load_core)  # warm-up
-                cpu0 = cpu_seconds(pids)
-                requests, res.h2_rps, res.h2_mean_ms = run_h2load(proxy.h2_port, seconds, load_core)
-                res.h2_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+                res.h2_rps, res.h2_mean_ms, res.h2_cpu_us = measure(
+                    pids, partial(run_h2load, proxy.h2_port, core=load_core), seconds
+                )
                 print(
                     f"  http/2: {res.h2_rps:.0f} req/s, mean {res.h2_mean_ms:.2f} ms, "
                     f"{res.h2_cpu_us:.1f} us CPU/request",
@@ -679,25 +690,21 @@ def browser_paths(proxy: Proxy, res: Result, seconds: float, core: str | None) -
     """The rows of HTTP/2 to an h2c endpoint, Socket.IO long-polling, RFC 8441 WebSockets."""
     pids = proxy.pids()
     if proxy.h2_upstream:
-        h2c = ("/h2/",)
-        run_h2load(proxy.h2_port, 2, core, h2c)  # warm-up (connections to the endpoints)
-        cpu0 = cpu_seconds(pids)
-        requests, res.h2c_rps, res.h2c_mean_ms = run_h2load(proxy.h2_port, seconds, core, h2c)
-        res.h2c_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+        res.h2c_rps, res.h2c_mean_ms, res.h2c_cpu_us = measure(
+            pids, partial(run_h2load, proxy.h2_port, core=core, paths=("/h2/",)), seconds
+        )
         print(
             f"  http/2 to h2c: {res.h2c_rps:.0f} req/s, mean {res.h2c_mean_ms:.2f} ms, "
             f"{res.h2c_cpu_us:.1f} us CPU/request",
             flush=True,
         )
     paths = polling_paths(proxy.port, len(proxy.http_eps))
-    run_wrk(proxy.port, 2, core, paths)
-    cpu0 = cpu_seconds(pids)
-    requests, res.poll1_rps, _ = run_wrk(proxy.port, seconds, core, paths)
-    res.poll1_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
-    run_h2load(proxy.h2_port, 2, core, paths)
-    cpu0 = cpu_seconds(pids)
-    requests, res.poll2_rps, _ = run_h2load(proxy.h2_port, seconds, core, paths)
-    res.poll2_cpu_us = (cpu_seconds(pids) - cpu0) / max(requests, 1) * 1e6
+    res.poll1_rps, _, res.poll1_cpu_us = measure(
+        pids, partial(run_wrk, proxy.port, core=core, paths=paths), seconds
+    )
+    res.poll2_rps, _, res.poll2_cpu_us = measure(
+        pids, partial(run_h2load, proxy.h2_port, core=core, paths=paths), seconds
+    )
     print(
         f"  polling: HTTP/1.1 {res.poll1_rps:.0f} req/s {res.poll1_cpu_us:.1f} us CPU/request, "
         f"HTTP/2 {res.poll2_rps:.0f} req/s {res.poll2_cpu_us:.1f} us CPU/request",
