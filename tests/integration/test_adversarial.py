@@ -108,6 +108,20 @@ CASES = [
         [400],
         0,
     ),
+    # sizes llhttp takes (up to 2^64-1) but a signed 64-bit length cannot hold: nginx and
+    # HAProxy answer 400
+    Case(
+        "chunk-size-2^63",
+        post(b"Transfer-Encoding: chunked\r\n", b"8000000000000000\r\nx\r\n0\r\n\r\n"),
+        [400],
+        0,
+    ),
+    Case(
+        "chunk-size-2^64-1",
+        post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\nFFFFFFFFFFFFFFFF\r\nx"),
+        [400],
+        0,
+    ),
     Case(
         "chunk-size-0x",
         post(b"Transfer-Encoding: chunked\r\n", b"0x5\r\nhello\r\n0\r\n\r\n"),
@@ -162,7 +176,10 @@ CASES = [
     Case("no-host-http11", b"GET / HTTP/1.1\r\n\r\n", [400], 0),
     Case("two-hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", [400], 0),
     Case("no-host-http10-ok", b"GET / HTTP/1.0\r\n\r\n", [200], 1),
-    Case("empty-host-ok", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", [200], 1),
+    # an "http" URI has a host (RFC 9110 4.2.1): an empty one is refused, as nginx does
+    Case("empty-host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", [400], 0),
+    Case("empty-host-with-port", b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", [400], 0),
+    Case("empty-host-absolute-form-ok", b"GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n", [200], 1),
     # RFC 9110 7.2 / RFC 3986 3.2.2: Host is uri-host [":" port], nothing else
     Case("host-with-space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", [400], 0),
     Case("host-with-slash", b"GET / HTTP/1.1\r\nHost: a/../b\r\n\r\n", [400], 0),

@@ -115,7 +115,8 @@ _SPELLED = {
 
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; nothing else may name the host that
-# routing (and the endpoint) sees. An empty Host is valid (RFC 9112 3.2).
+# routing (and the endpoint) sees. An empty host is refused where the target has no authority
+# of its own (RFC 9110 4.2.1: an "http" URI has a host; nginx answers 400 too).
 _CRLF_START = (b"\r", b"\n")
 _VERSION_LINE = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}
 _LINE_VERSION = {tail: version for version, tail in _VERSION_LINE.items()}
@@ -227,10 +228,60 @@ def _parse_content_length(value: bytes, error: type[HTTPError]) -> int:
     return int(value)
 
 
+# The largest chunk size taken: nginx's and HAProxy's (a signed 64-bit length). llhttp takes up
+# to 2**64 - 1 and would stream such a chunk on as the start of a huge one.
+MAX_CHUNK_SIZE = 2**63 - 1
+MAX_CHUNK_LINE = 4096  # a chunk-size line (size, extensions) longer than this is refused
+
+
+class ChunkSizes:
+    """The chunk sizes of a chunked request body, read off the raw bytes beside llhttp (which
+    validates the framing but does not say the sizes): a size over MAX_CHUNK_SIZE is a 400
+    before any of that chunk goes on. ``feed`` takes each read from where the body starts;
+    after the last chunk (size 0) it reads nothing more (trailers, a pipelined request)."""
+
+    __slots__ = ("done", "left", "line")
+
+    def __init__(self) -> None:
+        self.left = 0  # bytes of chunk data (and its CRLF) still to skip
+        self.line = b""  # the chunk-size line being read, so far
+        self.done = False
+
+    def feed(self, data: bytes, pos: int = 0) -> None:
+        n = len(data)
+        while pos < n and not self.done:
+            if self.left:
+                step = min(self.left, n - pos)
+                self.left -= step
+                pos += step
+                continue
+            eol = data.find(b"\n", pos, pos + MAX_CHUNK_LINE + 1)
+            line = self.line + data[pos : n if eol < 0 else eol]
+            if len(line) > MAX_CHUNK_LINE:
+                raise BadRequest(f"chunk-size line over {MAX_CHUNK_LINE} bytes")
+            if eol < 0:
+                self.line = line
+                return
+            self.line = b""
+            pos = eol + 1
+            digits = line.split(b";", 1)[0].strip(b" \t\r").lstrip(b"0")
+            if len(digits) > 16 or (len(digits) == 16 and digits[:1] in b"89ABCDEFabcdef"):
+                raise BadRequest(f"chunk size over {MAX_CHUNK_SIZE}")
+            try:
+                size = int(digits or b"0", 16)
+            except ValueError:
+                return  # not a chunk size: llhttp refuses the framing itself
+            if size == 0:
+                self.done = True
+            else:
+                self.left = size + 2  # the data, then its CRLF
+
+
 class RequestParser:
     """Server side of HTTP/1.1 on one connection."""
 
     __slots__ = (
+        "_body_at",
         "_chunk",
         "_done",
         "_end",
@@ -247,6 +298,7 @@ class RequestParser:
         "_raw_bytes",
         "_scan_pos",
         "_sink",
+        "_sizes",
         "_url",
         "in_head",
         "on_body",
@@ -282,6 +334,8 @@ class RequestParser:
         self._fresh = True  # ...so the first message beginning in this read begins at its start
         self._line_from = -1  # where to look for a pipelined request's line (-1: first line)
         self._scan_pos = 0  # where in the current read the last request line ended
+        self._body_at = 0  # where in the current read the last head ended
+        self._sizes: ChunkSizes | None = None  # the chunked body being received, if any
 
     def release(self) -> None:
         """The connection is over: drop the references that make a cycle with the sink (and
@@ -298,6 +352,8 @@ class RequestParser:
         self._scan_pos = 0
         if self.in_head:
             self._head_chunks.append(data)
+        elif self._sizes is not None:
+            self._sizes.feed(data)  # before llhttp hands any of it on
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -391,6 +447,7 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self._done = True
+        self._sizes = None
         self._end()
 
     def _llhttp_version(self) -> str:
@@ -433,6 +490,8 @@ class RequestParser:
             end = at + len(self._url) + 11  # len(_VERSION_LINE[version]) == 11
         # where the next pipelined request line may start, in the read being parsed
         self._scan_pos = max(0, end - (len(buf) - len(chunks[-1])))
+        if self._head.chunked:  # where its body starts in that read: after the empty line
+            self._body_at = buf.find(b"\r\n\r\n", end - 2) + 4 - (len(buf) - len(chunks[-1]))
         return version
 
     def on_headers_complete(self) -> None:
@@ -485,6 +544,8 @@ class RequestParser:
             head.target = path + (b"?" + url.query if url.query else b"")
         if head.host is None and version == "1.1":
             raise BadRequest("HTTP/1.1 request without Host")
+        if head.host is not None and head.host[:1] in ("", ":"):
+            raise BadRequest("empty Host")
         if version == "1.0" and head.chunked:
             # RFC 9112 6.1: framing an HTTP/1.0 sender cannot have meant; no guessing
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
@@ -492,6 +553,8 @@ class RequestParser:
             # Fields after the body are trailers: they collect apart from the head's fields.
             head.trailers = self._forward = []
             self._headers = []
+            self._sizes = sizes = ChunkSizes()
+            sizes.feed(self._chunk, self._body_at)  # what follows the head in this read
         self._sink.on_request_head(head)
 
 

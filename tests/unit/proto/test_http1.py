@@ -131,11 +131,61 @@ def test_upgrade_header_without_connection_upgrade_is_not_an_upgrade() -> None:
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadRequest),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", VersionNotSupported),
         (b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", BadRequest),
+        # an empty host where the target has no authority of its own (nginx: 400)
+        (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", BadRequest),
+        (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", BadRequest),
+        (b"GET / HTTP/1.0\r\nHost: :80\r\n\r\n", BadRequest),
+        (b"OPTIONS * HTTP/1.1\r\nHost:\r\n\r\n", BadRequest),
     ],
 )
 def test_bad_requests(data: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         parse(data)
+
+
+def test_absolute_form_authority_stands_for_an_empty_host() -> None:
+    sink, _ = parse(b"GET http://app.example/x HTTP/1.1\r\nHost:\r\n\r\n")
+    assert sink.heads[0].host == "app.example"
+
+
+CHUNKED = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "size",
+    [b"8000000000000000", b"FFFFFFFFFFFFFFFF", b"0000" + b"0" * 70 + b"ffffffffffffffff;e=1"],
+)
+def test_a_chunk_size_over_2_63_is_refused_before_any_of_it_goes_on(size: bytes) -> None:
+    for pieces in (  # in the head's read; in a read of its own; cut inside the size line
+        [CHUNKED + b"5\r\nhello\r\n" + size + b"\r\nabc"],
+        [CHUNKED, b"5\r\nhello\r\n", size + b"\r\nabc"],
+        [CHUNKED + b"5\r\nhel", b"lo\r\n" + size[:3], size[3:] + b"\r\nabc"],
+    ):
+        sink = Sink()
+        p = RequestParser(sink)
+        with pytest.raises(BadRequest, match="chunk size over"):
+            for piece in pieces:
+                p.feed(piece)
+        # nothing of the huge chunk (what came in the head's read is checked with the head)
+        assert b"".join(sink.bodies) in (b"", b"hello")
+
+
+def test_chunk_sizes_up_to_2_63_minus_1_and_what_follows_a_chunked_body() -> None:
+    sink = Sink()
+    p = RequestParser(sink)
+    p.feed(CHUNKED + b"7FFFFFFFFFFFFFFF;ext=1\r\nabc")
+    assert sink.bodies == [b"abc"]
+    # a complete body, its trailers and a pipelined request: read as llhttp reads them
+    sink = Sink()
+    p = RequestParser(sink)
+    body = b"3\r\nabc\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\nX-T: 8000000000000000\r\n\r\n"
+    p.feed(CHUNKED + body + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    p.feed(CHUNKED + body[:5])
+    p.feed(body[5:])
+    assert sink.ends == 3 and [h.path for h in sink.heads] == ["/up", "/next", "/up"]
+    assert b"".join(sink.bodies) == (b"abc" + b"x" * 16) * 2
+    with pytest.raises(BadRequest, match="chunk-size line over"):
+        RequestParser(Sink()).feed(CHUNKED + b"1;" + b"e" * 5000)
 
 
 def test_limits() -> None:
