@@ -5,6 +5,9 @@ A configuration comes from wslb's own YAML (``-c FILE``), from Kubernetes manife
 PATH``, repeatable: files or directories of YAML/JSON, multi-document), or, with ``wslb
 controller``, from the Kubernetes API it watches (controller/).
 
+``wslb check`` and ``wslb render`` read standard input for ``-c -`` or ``-f -``; ``wslb check
+--format json`` prints the issues as one JSON object, for CI.
+
 Exit codes: 0 success, 1 configuration refused, 2 usage error.
 """
 
@@ -85,14 +88,14 @@ def _seconds(value: str) -> float:
 
 def _add_source(p: argparse.ArgumentParser, kubernetes_only: bool = False) -> None:
     if not kubernetes_only:
-        p.add_argument("-c", "--config", help="wslb YAML config file")
+        p.add_argument("-c", "--config", help="wslb YAML config file (check: - for stdin)")
     p.add_argument(
         "-f",
         "--filename",
         action="append",
         default=[],
         metavar="PATH",
-        help="Kubernetes manifests: a file or directory (repeatable)",
+        help="Kubernetes manifests: a file or directory (repeatable; check, render: - for stdin)",
     )
     p.add_argument(
         "--endpoints",
@@ -137,6 +140,7 @@ def _add_manifest_options(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wslb", description="WebSocket-aware load balancer")
+    p.add_argument("--version", action="version", version=f"wslb {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the load balancer")
@@ -151,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a configuration and print every problem")
     _add_source(check)
+    check.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one object on stdout (source, ok, errors, warnings, issues with source, "
+        "line, key, severity, message)",
+    )
 
     render = sub.add_parser("render", help="print the wslb YAML config that manifests mean")
     _add_source(render, kubernetes_only=True)
@@ -439,6 +450,37 @@ def _acme_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return fields
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wslb")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _json_report(where: str, issues: list[ConfigIssue], ok: bool) -> str:
+    return json.dumps(
+        {
+            "source": where,
+            "ok": ok,
+            "errors": sum(1 for i in issues if i.severity == "error"),
+            "warnings": sum(1 for i in issues if i.severity == "warning"),
+            "issues": [
+                {
+                    "source": i.source,
+                    "line": i.line,
+                    "key": i.key,
+                    "severity": i.severity,
+                    "message": i.message,
+                }
+                for i in issues
+            ],
+        },
+        indent=1,
+    )
+
+
 def _print_issues(issues: list[ConfigIssue]) -> None:
     for issue in issues:
         print(issue, file=sys.stderr)
@@ -492,9 +534,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "controller":
         return _controller(args)
     where = getattr(args, "config", None) or ", ".join(args.filename)
+    where = "<stdin>" if where == "-" else where
     if args.command in ("check", "render"):
         config, issues = _load(args)
         issues += _secret_warning(args)
+        if getattr(args, "format", "text") == "json":
+            print(_json_report(where, issues, config is not None))
+            return 0 if config is not None else 1
         _print_issues(issues)
         if config is None:
             print(_summary(where, issues), file=sys.stderr)
@@ -507,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line)
         return 0
 
+    if args.config == "-" or "-" in args.filename:
+        print("standard input (-) is for check and render: serve reloads", file=sys.stderr)
+        return 2
     _setup_logging(args.log_level, args.log_format)
     config, issues = _load(args)
     _print_issues(issues + _secret_warning(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -176,3 +177,49 @@ def test_serve_with_bad_config_exits_1(tmp_path: Path) -> None:
 def test_good_config_checks_ok(tmp_path: Path) -> None:
     res = _check(ROOT / "examples" / "basic" / "wslb.yaml")
     assert res.returncode == 0, res.stderr
+
+
+def _wslb(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wslb", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_version_stdin_and_json_for_ci() -> None:
+    from importlib.metadata import version
+
+    res = _wslb("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"wslb {version('wslb')}"
+    bad = "listeners:\n  - {name: web, port: 80800, protocol: http}\n"
+    res = _wslb("check", "-c", "-", stdin=bad)
+    assert res.returncode == 1 and "<stdin>:2: listeners[0].port:" in res.stderr
+    res = _wslb("check", "-c", "-", "--format", "json", stdin=bad)
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    assert (report["source"], report["ok"], report["errors"]) == ("<stdin>", False, 1)
+    assert report["issues"][0]["line"] == 2 and report["issues"][0]["key"] == "listeners[0].port"
+    good = (ROOT / "examples" / "basic" / "wslb.yaml").read_text()
+    report = json.loads(_wslb("check", "-c", "-", "--format", "json", stdin=good).stdout)
+    assert report["ok"] and report["errors"] == 0
+    # manifests from standard input: what the same files give
+    fixtures = ROOT / "tests" / "fixtures"
+    seeds = [fixtures / "seed-ingress.yaml", fixtures / "seed-service.yaml"]
+    piped = _wslb(
+        "check", "-f", "-", "--format", "json", stdin="\n---\n".join(p.read_text() for p in seeds)
+    )
+    files = _wslb("check", "-f", str(seeds[0]), "-f", str(seeds[1]), "--format", "json")
+
+    def found(res: subprocess.CompletedProcess[str]) -> list[tuple[str, str, str]]:
+        issues = json.loads(res.stdout)["issues"]
+        return [(i["key"], i["severity"], i["message"]) for i in issues]
+
+    assert piped.returncode == files.returncode == 1
+    assert found(piped) == found(files) and found(files)
+    # serve reloads from its files: standard input is refused
+    res = _wslb("serve", "-c", "-", stdin=good)
+    assert res.returncode == 2 and "standard input" in res.stderr

@@ -10,6 +10,7 @@ of the config file.
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -19,11 +20,16 @@ from wslb.config.model import Config
 from wslb.config.source import Locator, load_documents
 from wslb.errors import ConfigError, ConfigIssue
 
+STDIN = "-"  # the path that means standard input (named "<stdin>" in what is reported)
+
 
 def read_config(path: str) -> tuple[Config, list[ConfigIssue]]:
-    """Load and validate one config file; returns the config and its warnings.
+    """Load and validate one config file (``-``: standard input, its relative paths against
+    the working directory); returns the config and its warnings.
 
     Raises :class:`ConfigError` listing every error (warnings included for context)."""
+    if path == STDIN:
+        return parse_config(sys.stdin.read(), "<stdin>")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()

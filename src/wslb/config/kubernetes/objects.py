@@ -4,6 +4,7 @@ each remembering where it was written so that every problem can name ``file:line
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,9 @@ def _files(paths: Iterable[str]) -> tuple[list[str], list[ConfigIssue]]:
     files: list[str] = []
     issues: list[ConfigIssue] = []
     for p in paths:
-        if os.path.isdir(p):
+        if p == "-":  # standard input
+            files.append(p)
+        elif os.path.isdir(p):
             for dirpath, _dirs, names in sorted(os.walk(p)):
                 for n in sorted(names):
                     if n.endswith((".yaml", ".yml", ".json")):
@@ -67,12 +70,15 @@ def load_objects(paths: Iterable[str]) -> tuple[list[KObject], list[ConfigIssue]
     files, issues = _files(paths)
     objects: list[KObject] = []
     for path in files:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            issues.append(ConfigIssue(path, None, "", f"cannot read: {exc.strerror}"))
-            continue
+        if path == "-":
+            text, path = sys.stdin.read(), "<stdin>"
+        else:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                issues.append(ConfigIssue(path, None, "", f"cannot read: {exc.strerror}"))
+                continue
         docs, doc_issues = load_documents(text, path)
         issues += doc_issues
         for doc in docs:
