@@ -27,6 +27,7 @@ import yaml
 
 from wslb.config.file import read_config
 from wslb.config.model import Config
+from wslb.config.source import DUPLICATE_KEY
 from wslb.config.units import parse_duration
 from wslb.errors import ConfigError, ConfigIssue
 
@@ -320,8 +321,8 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
         from wslb.config.kubernetes.translate import ManifestOptions, translate
 
         objects, issues = load_objects(args.filename)
-        if any(i.severity == "error" for i in issues):
-            raise ConfigError(issues)
+        if any(i.severity == "error" and i.message != DUPLICATE_KEY for i in issues):
+            raise ConfigError(issues)  # a duplicate key (the last one stands) hides nothing
         options = ManifestOptions(
             endpoints=dict(args.endpoints),
             ingress_class=args.ingress_class,
@@ -329,7 +330,12 @@ def _load(args: argparse.Namespace) -> tuple[Config | None, list[ConfigIssue]]:
             secret=args.secret or os.environ.get("WSLB_SECRET"),
             **_manifest_options(args),
         )
-        config, more = translate(objects, options)
+        try:
+            config, more = translate(objects, options)
+        except ConfigError as exc:
+            return None, issues + exc.issues
+        if any(i.severity == "error" for i in issues):
+            return None, issues + more
         return config, issues + more
     except ConfigError as exc:
         return None, exc.issues

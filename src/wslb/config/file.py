@@ -9,15 +9,19 @@ of the config file.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
+import typing
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from wslb.config.model import Config
-from wslb.config.source import Locator, load_documents
+from wslb.config.source import DUPLICATE_KEY, Locator, load_documents
 from wslb.errors import ConfigError, ConfigIssue
 
 STDIN = "-"  # the path that means standard input (named "<stdin>" in what is reported)
@@ -40,8 +44,9 @@ def read_config(path: str) -> tuple[Config, list[ConfigIssue]]:
 
 def parse_config(text: str, source: str, base_dir: str = ".") -> tuple[Config, list[ConfigIssue]]:
     docs, issues = load_documents(text, source)
-    if issues:
-        raise ConfigError(issues)
+    if any(i.message != DUPLICATE_KEY for i in issues) or not docs:
+        raise ConfigError(issues)  # a syntax error: nothing more can be read
+    # a duplicate key (the last one stands, as YAML loaders do) hides no other error
     if len(docs) != 1:
         raise ConfigError([ConfigIssue(source, None, "", "expected exactly one YAML document")])
     data, loc = docs[0].data, docs[0].locator
@@ -61,7 +66,7 @@ def parse_config(text: str, source: str, base_dir: str = ".") -> tuple[Config, l
                 # name what the user wrote (``endpoints[0]``), not a key a validator made up
                 while path and path not in loc.lines:
                     path = path[:-1]
-            issues.append(loc.issue(path, _message(err)))
+            issues.append(loc.issue(path, _message(err, tuple(err["loc"]))))
     if config is not None:
         config = _resolve_paths(config, base_dir)
         issues.extend(_check_files(config, loc))
@@ -72,14 +77,76 @@ def parse_config(text: str, source: str, base_dir: str = ".") -> tuple[Config, l
     return config, issues
 
 
-def _message(err: Any) -> str:
+def suggest(word: object, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices`` to a misspelt ``word``, or ''."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (through Optional, tuple[X, ...], Annotated, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys_at(path: tuple[Any, ...]) -> list[str]:
+    """The keys the model takes in the mapping at ``path`` (list indexes skipped)."""
+    model: type[BaseModel] | None = Config
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_of(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    return list(model.model_fields) if model is not None else []
+
+
+# pydantic's messages, in the project's words (the rest keep theirs, "Input should" aside)
+_PLAIN = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+}
+
+
+def _message(err: Any, loc: tuple[Any, ...] = ()) -> str:
     kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + suggest(loc[-1] if loc else None, _keys_at(loc[:-1]))
     if kind == "missing":
         return "required key is missing"
-    msg = str(err.get("msg", "invalid"))
-    return msg.removeprefix("Value error, ")
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"{given!r} is not one of {', '.join(allowed)}" + suggest(given, allowed)
+    if kind in _PLAIN:
+        return f"{_PLAIN[kind]}, not {given!r}"
+    for bound, words in (("le", "at most"), ("ge", "at least"), ("lt", "below"), ("gt", "above")):
+        if bound in ctx and kind.endswith(("_equal", "_than")):
+            return f"must be {words} {ctx[bound]}, not {given!r}"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else str(err.get("msg"))
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return msg.replace("Input should be", "must be", 1)
 
 
 def _items(data: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
@@ -129,7 +196,12 @@ def _cross_references(data: dict[str, Any], loc: Locator) -> list[ConfigIssue]:
         if not isinstance(name, str):
             continue
         if name not in backend_proto:
-            issues.append(loc.issue(("listeners", i, "backend"), f"no backend named {name!r}"))
+            issues.append(
+                loc.issue(
+                    ("listeners", i, "backend"),
+                    f"no backend named {name!r}" + suggest(name, backend_proto),
+                )
+            )
         elif v.get("protocol") == "tcp" and backend_proto[name] != "tcp":
             issues.append(
                 loc.issue(
@@ -142,11 +214,41 @@ def _cross_references(data: dict[str, Any], loc: Locator) -> list[ConfigIssue]:
                 loc.issue(("listeners", i, "backend"), "http(s) listeners route with `routes`")
             )
 
+    # the same host and path (on the same listeners) sent to two backends: one would never serve
+    first: dict[tuple[Any, ...], tuple[int, object]] = {}
+    for i, v in routes:
+        host = v.get("host")
+        names = v.get("listeners")
+        key = (
+            host.strip().lower() if isinstance(host, str) else host,
+            v.get("path", "/"),
+            v.get("path_type", "prefix"),
+            tuple(sorted(map(str, names))) if isinstance(names, list) else names,
+        )
+        if not all(isinstance(k, str | tuple | None) for k in key):
+            continue  # a value the model refuses anyway
+        if key not in first:
+            first[key] = (i, v.get("backend"))
+        elif first[key][1] != v.get("backend"):
+            j, other = first[key]
+            issues.append(
+                loc.issue(
+                    ("routes", i),
+                    f"the same host and path as routes[{j}], which sends them to backend "
+                    f"{other!r}: this route would never be used",
+                )
+            )
+
     for i, v in routes:
         name = v.get("backend")
         if isinstance(name, str):
             if name not in backend_proto:
-                issues.append(loc.issue(("routes", i, "backend"), f"no backend named {name!r}"))
+                issues.append(
+                    loc.issue(
+                        ("routes", i, "backend"),
+                        f"no backend named {name!r}" + suggest(name, backend_proto),
+                    )
+                )
             elif backend_proto[name] == "tcp":
                 issues.append(
                     loc.issue(
@@ -161,7 +263,10 @@ def _cross_references(data: dict[str, Any], loc: Locator) -> list[ConfigIssue]:
                     continue
                 if ln not in listener_proto:
                     issues.append(
-                        loc.issue(("routes", i, "listeners", j), f"no listener named {ln!r}")
+                        loc.issue(
+                            ("routes", i, "listeners", j),
+                            f"no listener named {ln!r}" + suggest(ln, listener_proto),
+                        )
                     )
                 elif listener_proto[ln] == "tcp":
                     issues.append(

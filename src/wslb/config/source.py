@@ -48,6 +48,9 @@ class Locator:
         return ConfigIssue(self.source, self.line(path), dotted(path), message, severity)
 
 
+DUPLICATE_KEY = "duplicate key"  # a key given twice in one mapping: the last one stands
+
+
 @dataclass
 class Document:
     data: Any
@@ -64,7 +67,7 @@ def _walk(node: yaml.Node, path: Path, loc: Locator, issues: list[ConfigIssue]) 
             if key in seen:
                 issues.append(
                     ConfigIssue(
-                        loc.source, key_node.start_mark.line + 1, dotted(child), "duplicate key"
+                        loc.source, key_node.start_mark.line + 1, dotted(child), DUPLICATE_KEY
                     )
                 )
             seen.add(key)

@@ -126,6 +126,78 @@ def test_duplicate_yaml_keys_are_errors() -> None:
     assert errs == ["cfg.yaml:2: listeners: error: duplicate key"]
 
 
+def test_a_duplicate_key_hides_no_other_error() -> None:
+    errs = _errors(
+        "listeners:\n"
+        "  - {name: web, port: 80800, protocol: http}\n"
+        "backends: []\n"
+        "backends: [{name: app, balance: random}]\n"
+    )
+    assert errs == [
+        "cfg.yaml:2: listeners[0].port: error: must be at most 65535, not 80800",
+        "cfg.yaml:4: backends: error: duplicate key",
+        "cfg.yaml:4: backends[0].balance: error: 'random' is not one of round_robin, "
+        "least_connections, ewma",
+    ]
+    # a syntax error still stops at once: nothing after it can be read
+    assert _errors("listeners: []\nlisteners: []\nbackends: [\n")[-1].startswith(
+        "cfg.yaml:4: error: YAML syntax"
+    )
+
+
+def test_did_you_mean_for_keys_names_and_values() -> None:
+    text = "\n".join(
+        _errors(
+            "listeners:\n"
+            "  - {name: web, port: 8080, protocol: htp, adress: 127.0.0.1}\n"
+            "backends:\n"
+            "  - name: app\n"
+            "    endpoints: ['127.0.0.1:1']\n"
+            "    balance: least_conn\n"
+            "    keepalive: {enabeld: true}\n"
+            "    health: {enabled: maybe}\n"
+            "routes:\n"
+            "  - {backend: ap, listeners: [wbe]}\n"
+            "  - {backend: app, zzz: 1}\n"
+        )
+    )
+    assert (
+        "listeners[0].protocol: error: 'htp' is not one of tcp, http, https; did you mean 'http'?"
+        in text
+    )
+    assert "listeners[0].adress: error: unknown key; did you mean 'address'?" in text
+    assert "did you mean 'least_connections'?" in text
+    assert "backends[0].keepalive.enabeld: error: unknown key; did you mean 'enabled'?" in text
+    assert "backends[0].health.enabled: error: must be true or false, not 'maybe'" in text
+    assert "routes[0].backend: error: no backend named 'ap'; did you mean 'app'?" in text
+    assert "routes[0].listeners[0]: error: no listener named 'wbe'; did you mean 'web'?" in text
+    assert "routes[1].zzz: error: unknown key\n" in text + "\n"  # nothing close: no guess
+    assert "Input should" not in text
+
+
+def test_the_same_host_and_path_to_two_backends_is_an_error() -> None:
+    base = (
+        "listeners: [{name: web, port: 8080, protocol: http}]\n"
+        "backends:\n"
+        "  - {name: a, endpoints: ['127.0.0.1:1']}\n"
+        "  - {name: b, endpoints: ['127.0.0.1:2']}\n"
+        "routes:\n"
+        "  - {host: App.example.com, path: /api, backend: a}\n"
+    )
+    errs = _errors(base + "  - {host: app.example.com, path: /api, backend: b}\n")
+    assert errs == [
+        "cfg.yaml:7: routes[1]: error: the same host and path as routes[0], which sends them "
+        "to backend 'a': this route would never be used"
+    ]
+    for other in (  # another path, path type, host or listener set: both serve
+        "  - {host: app.example.com, path: /api/v2, backend: b}\n",
+        "  - {host: app.example.com, path: /api, path_type: exact, backend: b}\n",
+        "  - {path: /api, backend: b}\n",
+        "  - {host: app.example.com, path: /api, listeners: [web], backend: b}\n",
+    ):
+        parse_config(base + other, "cfg.yaml")
+
+
 def test_protocol_mismatches() -> None:
     errs = "\n".join(
         _errors(
