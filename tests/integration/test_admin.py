@@ -195,3 +195,48 @@ def test_dashboard_in_chromium_follows_open_websockets(
     assert shot.stat().st_size > 10_000
     if os.environ.get("WSLB_DOCS_SCREENSHOT"):  # refresh the picture in docs/operations.md
         shutil.copy(shot, os.environ["WSLB_DOCS_SCREENSHOT"])
+
+
+async def test_dashboard_viewers_hold_no_thread_and_head_has_no_body(
+    wslb: Callable[..., Wslb], backends: list[Proc]
+) -> None:
+    """50 open dashboards: one feed thread writes to all of them (not a thread each), a few
+    MiB at most; each gets the state every second; a viewer that goes is forgotten."""
+    import psutil
+
+    lb = wslb(_config(endpoints(backends[:1])), extra=["--admin", "0"])
+    host, port = admin_url(lb).removeprefix("http://").rsplit(":", 1)
+    proc = psutil.Process(lb.pid)
+    async with httpx.AsyncClient(base_url=admin_url(lb)) as api:
+        for path in (b"/events", b"/api/state", b"/nothing"):  # the whole answer to a HEAD
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HEAD " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(-1), scaled(10))
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.") and body == b"", (path, answer[:300])
+        # one viewer first (the feed's thread starts with it), then 49 more
+        streams = []
+
+        async def viewer() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /events HTTP/1.1\r\nHost: admin\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
+            assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+            assert b'data: {"' in await asyncio.wait_for(reader.readuntil(b"\n\n"), scaled(10))
+            return reader, writer
+
+        streams.append(await viewer())
+        threads, rss = proc.num_threads(), proc.memory_info().rss
+        streams += await asyncio.gather(*(viewer() for _ in range(49)))
+        # each gets the next events (one a second), none holds a thread
+        for reader, _ in streams:
+            event = await asyncio.wait_for(reader.readuntil(b"\n\n"), scaled(10))
+            assert event.startswith(b"data: {")
+        assert proc.num_threads() <= threads + 2, (proc.num_threads(), threads)
+        assert proc.memory_info().rss - rss < 8 * 1024 * 1024
+        for _, writer in streams:
+            writer.close()
+        # the feed forgets them: its thread is all that stays, and the API still answers
+        assert (await api.get("/api/state")).status_code == 200
+        assert proc.num_threads() <= threads + 2

@@ -18,6 +18,8 @@ master itself keeps no threads, so that forking workers stays safe).
                                 stop sending new sessions to an endpoint (202)
   GET  /                        the dashboard (HTML, no build step)
   GET  /events                  the dashboard's feed: the state as server-sent events, 1/s
+                                (one thread writes to every viewer: a viewer holds a socket,
+                                not a thread; HEAD answers the headers alone)
 
 Bound to loopback by default. Bound elsewhere, it refuses to start without a bearer token
 (``--admin-token`` or ``WSLB_ADMIN_TOKEN``); with a token, every request must carry
@@ -37,7 +39,9 @@ import ipaddress
 import json
 import logging
 import os
+import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +56,114 @@ from wslb.server.observe.metrics import Collector, State
 
 log = logging.getLogger("wslb.admin")
 Validate = Callable[[], list[str]]  # the configuration source's errors (empty: valid)
+
+FEED_INTERVAL = 1.0  # seconds between two events of the dashboard's feed
+FEED_BACKLOG = 1 << 20  # bytes a viewer may leave unread before it is dropped
+
+
+class _Server(ThreadingHTTPServer):
+    """http.server, daemon threads, and sockets a handler handed on (a feed's viewers) left
+    open when their handler returns."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.handed_on: set[socket.socket] = set()
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self.handed_on:  # (its handler's thread: no other thread sees it)
+            self.handed_on.discard(request)
+            return
+        super().shutdown_request(request)
+
+
+class Feed:
+    """The dashboards' event stream: one thread computes the merged state once a second and
+    writes it to every viewer's socket (non-blocking; a viewer that leaves over FEED_BACKLOG
+    unread is dropped), and notices viewers that went away. It starts with the first viewer."""
+
+    def __init__(self, payload: Callable[[], bytes]) -> None:
+        self.payload = payload
+        self.lock = threading.Lock()
+        self.viewers: dict[socket.socket, bytearray] = {}  # what each has not taken yet
+        self.added: list[socket.socket] = []
+        self.thread: threading.Thread | None = None
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+
+    def add(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with self.lock:
+            self.added.append(sock)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="wslb-feed", daemon=True)
+                self.thread.start()
+        self.wake_w.send(b"\0")
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.wake_r, selectors.EVENT_READ)
+        socks: dict[int, socket.socket] = {}  # by descriptor, for what the selector reports
+        next_at = time.monotonic()
+        while True:
+            with self.lock:
+                added, self.added = self.added, []
+            for sock in added:  # a new viewer gets the state at once, then every second
+                self.viewers[sock] = bytearray()
+                socks[sock.fileno()] = sock
+                sel.register(sock, selectors.EVENT_READ)
+            now = time.monotonic()
+            due = now >= next_at
+            if due:
+                next_at = now + FEED_INTERVAL
+            if (due and self.viewers) or added:
+                event = self.payload()
+                for sock in list(self.viewers) if due else added:
+                    self._send(sel, sock, event)
+            wait = max(0.0, next_at - time.monotonic()) if self.viewers else None
+            for key, _ in sel.select(wait):
+                if key.fd == self.wake_r.fileno():
+                    try:
+                        self.wake_r.recv(4096)
+                    except BlockingIOError:
+                        pass
+                    continue
+                sock = socks[key.fd]
+                try:
+                    gone = sock.recv(4096) == b""  # a viewer sends nothing: EOF (or noise)
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    self._drop(sel, sock)
+                    socks.pop(key.fd, None)
+
+    def _send(self, sel: selectors.BaseSelector, sock: socket.socket, event: bytes) -> None:
+        pending = self.viewers.get(sock)
+        if pending is None:
+            return
+        pending += event
+        try:
+            sent = sock.send(pending)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._drop(sel, sock)
+            return
+        del pending[:sent]
+        if len(pending) > FEED_BACKLOG:
+            log.info("admin: a dashboard viewer stopped reading; dropped")
+            self._drop(sel, sock)
+
+    def _drop(self, sel: selectors.BaseSelector, sock: socket.socket) -> None:
+        self.viewers.pop(sock, None)
+        try:
+            sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
 
 
 def is_loopback(host: str) -> bool:
@@ -158,6 +270,7 @@ class AdminServer:
         self.token = token
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(self.state, self._master))
+        self.feed = Feed(lambda: b"data: %s\n\n" % json.dumps(self.state.merged()).encode())
         admin = self
 
         class Handler(_Handler):
@@ -169,12 +282,10 @@ class AdminServer:
         self.httpd: ThreadingHTTPServer | None = None
         self.probes: ThreadingHTTPServer | None = None
         if address is not None:
-            self.httpd = ThreadingHTTPServer(address, Handler)
-            self.httpd.daemon_threads = True
+            self.httpd = _Server(address, Handler)
         try:
             if probes is not None:
-                self.probes = ThreadingHTTPServer(probes, Probe)
-                self.probes.daemon_threads = True
+                self.probes = _Server(probes, Probe)
         except OSError:
             self.close()
             raise
@@ -281,20 +392,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _events(self) -> None:
-        """Server-sent events: the merged state every second, until the client goes."""
+        """Server-sent events: the headers here, then the socket goes to the feed, which
+        writes the merged state every second until the client goes; this thread ends now."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        try:
-            while True:
-                data = json.dumps(self.server_admin.state.merged())
-                self.wfile.write(f"data: {data}\n\n".encode())
-                self.wfile.flush()
-                time.sleep(1.0)
-        except (BrokenPipeError, ConnectionResetError, OSError):
+        if self.command == "HEAD":
             return
+        self.wfile.flush()
+        server = self.server
+        assert isinstance(server, _Server)
+        server.handed_on.add(self.connection)
+        self.server_admin.feed.add(self.connection)
 
     def do_POST(self) -> None:
         if not self._authorized():
