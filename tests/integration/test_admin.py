@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import yaml
 from websockets.asyncio.client import connect
@@ -202,7 +203,6 @@ async def test_dashboard_viewers_hold_no_thread_and_head_has_no_body(
 ) -> None:
     """50 open dashboards: one feed thread writes to all of them (not a thread each), a few
     MiB at most; each gets the state every second; a viewer that goes is forgotten."""
-    import psutil
 
     lb = wslb(_config(endpoints(backends[:1])), extra=["--admin", "0"])
     host, port = admin_url(lb).removeprefix("http://").rsplit(":", 1)
@@ -240,3 +240,87 @@ async def test_dashboard_viewers_hold_no_thread_and_head_has_no_body(
         # the feed forgets them: its thread is all that stays, and the API still answers
         assert (await api.get("/api/state")).status_code == 200
         assert proc.num_threads() <= threads + 2
+
+
+async def test_counters_survive_a_worker_restart_and_process_and_certificate_metrics(
+    wslb: Callable[..., Wslb], backends: list[Proc], server_cert: tuple[str, str]
+) -> None:
+    """A worker killed and started again by the master takes up its predecessor's counts:
+    the sums never drop (no reset for rate()); process_* sum the workers; every certificate
+    served has its notAfter by host."""
+    import time
+
+    config = _config(endpoints(backends[:1]))
+    cert, key = server_cert
+    config["listeners"].append(
+        {
+            "name": "tls",
+            "address": "127.0.0.1",
+            "port": 0,
+            "protocol": "https",
+            "tls": {"certificate": cert, "key": key},
+        }
+    )
+    lb = wslb(config, extra=["--workers", "2", "--admin", "127.0.0.1:0"])
+    admin, url = admin_url(lb), lb.url("web")
+    for _ in range(20):  # new connections: both workers get some
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/app/x")).status_code == 200
+    s = await metrics_until(admin, lambda s: total(s, "wslb_requests_total", code="200") == 20)
+    assert total(s, "wslb_requests_total", code="200") == 20
+    cpu = total(s, "process_cpu_seconds_total")
+    assert cpu > 0 and total(s, "process_resident_memory_bytes") > 10 * 1024 * 1024
+    assert total(s, "process_open_fds") > 0 and total(s, "process_max_fds") > 0
+    assert time.time() - 600 < total(s, "process_start_time_seconds") <= time.time()
+    not_after = _not_after(cert)
+    hosts = {
+        host
+        for (name, labels) in s
+        if name == "wslb_certificate_expiry_seconds"
+        for k, host in labels
+        if k == "host"
+    }
+    assert hosts and all(
+        total(s, "wslb_certificate_expiry_seconds", host=h) == not_after for h in hosts
+    )
+    # kill a worker: the master starts it again, and its counts go on
+    port = lb.port("web")
+    victim = _workers(lb.pid, port)[0]
+    victim.kill()
+    lb.wait_output("starting it again")
+    seen = []
+
+    def back(samples: dict[Any, float]) -> bool:
+        seen.append(total(samples, "wslb_requests_total", code="200"))
+        pids = [w.pid for w in _workers(lb.pid, port)]
+        return len(pids) == 2 and victim.pid not in pids and total(samples, "wslb_workers") == 2
+
+    s = await metrics_until(admin, back)
+    assert back(s)
+    assert min(seen) >= 20, seen  # never a drop while the worker was away or came back
+    assert total(s, "wslb_requests_total", code="200") == 20
+    assert total(s, "process_cpu_seconds_total") >= cpu
+    for _ in range(10):
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/app/x")).status_code == 200
+    s = await metrics_until(admin, lambda s: total(s, "wslb_requests_total", code="200") == 30)
+    assert total(s, "wslb_requests_total", code="200") == 30
+
+
+def _not_after(pem: str) -> float:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(Path(pem).read_bytes()).not_valid_after_utc.timestamp()
+
+
+def _workers(master: int, port: int) -> list[psutil.Process]:
+    """The master's children listening on ``port`` (workers; the admin listener is not one)."""
+    out = []
+    for child in psutil.Process(master).children():
+        try:
+            conns = child.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            out.append(child)
+    return out

@@ -115,10 +115,13 @@ def server_context(
     alpn: Sequence[str] = ("http/1.1",),
     staplers: list[Stapler] | None = None,
     acme: AcmeManager | None = None,
+    served: list[CertificatePair] | None = None,
 ) -> ssl.SSLContext:
     """The context of a TLS listener; ``staplers`` gets the OCSP stapler of each certificate
-    whose chain allows one (they staple once started). With ``acme``, the certificates it
+    whose chain allows one (they staple once started), ``served`` each certificate loaded (the
+    self-signed stand-in of hosts waiting for ACME aside). With ``acme``, the certificates it
     keeps serve their hosts first, and a self-signed one the hosts still waiting."""
+    placeholder = not certificates
     if not certificates:
         if acme is None:
             raise ValueError("a TLS listener needs at least one certificate")
@@ -129,6 +132,8 @@ def server_context(
     contexts: list[tuple[tuple[str, ...], ssl.SSLContext]] = []
     for cert in certificates:
         pair = load_pair(cert)
+        if served is not None and not placeholder:
+            served.append(pair)
         ctx = _base_server_context(min_version, alpn)
         _load_chain(ctx, pair)
         contexts.append((pair.names, ctx))

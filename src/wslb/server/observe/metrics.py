@@ -268,3 +268,58 @@ class Collector:
         workers = GaugeMetricFamily("wslb_workers", "Workers reporting")
         workers.add_metric([], len(snaps))
         yield workers
+        yield from process_metrics([st.get("process", {}) for st in stats])
+        yield from certificate_metrics(snaps)
+
+
+def process_metrics(figures: list[dict[str, float]]) -> Iterator[Metric]:
+    """The process_* metrics of the client libraries, for wslb's workers together: CPU time,
+    memory and descriptors summed, the lowest descriptor limit, the first start (a worker
+    started again keeps its predecessor's start and CPU time: the counter does not drop)."""
+    figures = [f for f in figures if f]
+    if not figures:
+        return
+    cpu = CounterMetricFamily(
+        "process_cpu_seconds", "User and system CPU time of the workers, in seconds"
+    )
+    cpu.add_metric([], sum(f["cpu_seconds"] for f in figures))
+    yield cpu
+    for name, doc, key, combine in (
+        (
+            "process_resident_memory_bytes",
+            "Resident memory of the workers",
+            "resident_memory_bytes",
+            sum,
+        ),
+        ("process_open_fds", "Open file descriptors of the workers", "open_fds", sum),
+        ("process_max_fds", "The workers' (lowest) limit of open file descriptors", "max_fds", min),
+        (
+            "process_start_time_seconds",
+            "When the first worker started (Unix time)",
+            "start_time",
+            min,
+        ),
+    ):
+        values = [f[key] for f in figures if key in f]
+        if values:
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], combine(values))
+            yield gauge
+
+
+def certificate_metrics(snaps: list[dict[str, Any]]) -> Iterator[Metric]:
+    """wslb_certificate_expiry_seconds{certificate,host}: when each certificate served (from a
+    file, a Secret or ACME) stops being valid, as Unix time; alert on it minus time()."""
+    expiry = GaugeMetricFamily(
+        "wslb_certificate_expiry_seconds",
+        "Unix time at which a served certificate expires (its notAfter), by certificate and host",
+        labels=["certificate", "host"],
+    )
+    seen: dict[tuple[str, str], float] = {}
+    for snap in snaps:
+        for cert in snap.get("certificates", []):
+            for host in cert["hosts"] or [""]:
+                seen[cert["certificate"], host] = float(cert["not_after"])
+    for (name, host), not_after in sorted(seen.items()):
+        expiry.add_metric([name, host], not_after)
+    yield expiry

@@ -5,12 +5,17 @@ tunnel (no locks, no prometheus objects: a worker is one thread). Once a second 
 writes a snapshot (its state and its counters) as JSON to the shared state directory; the admin
 listener (server/observe/admin.py) sums the workers' snapshots into Prometheus metrics, the
 JSON API and the dashboard. Workers share nothing else.
+
+Counters only go up: a worker the master starts again in place of one that died takes its
+predecessor's last snapshot as where its counters (and CPU time) begin (:func:`resume`), so the
+sums ``/metrics`` shows never drop and ``rate()`` sees no reset.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from bisect import bisect_left
 from typing import Any
@@ -38,6 +43,14 @@ class Histogram:
     def dump(self) -> dict[str, Any]:
         return {"counts": self.counts, "sum": self.sum}
 
+    @classmethod
+    def load(cls, bounds: tuple[float, ...], data: dict[str, Any]) -> Histogram:
+        h = cls(bounds)
+        if len(data["counts"]) == len(h.counts):
+            h.counts = [int(c) for c in data["counts"]]
+            h.sum = float(data["sum"])
+        return h
+
 
 def _route_name(ex: RequestRecord) -> str:
     route = ex.route
@@ -63,6 +76,8 @@ class Stats:
         self.acme: dict[tuple[str, str, str], int] = {}  # (certificate, kind, result)
         # "endpoints": changes of endpoints only, applied without a reload
         self.reloads = {"applied": 0, "refused": 0, "endpoints": 0}
+        self.cpu_before = 0.0  # CPU seconds of the workers this one replaced (same index)
+        self.started = time.time()  # of the first worker of this index
 
     # ---- called from the data path
     def request(self, ex: RequestRecord, aborted: bool) -> None:
@@ -133,7 +148,71 @@ class Stats:
             "connections_refused": rows(self.connections_refused),
             "acme": rows(self.acme),
             "reloads": dict(self.reloads),
+            "process": process_figures(self),
         }
+
+    def resume(self, dump: dict[str, Any]) -> None:
+        """Start from a predecessor's snapshot (its ``dump()``): counters go on from there."""
+        tables: dict[str, dict[Any, int]] = {
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "endpoint_requests": self.endpoint_requests,
+            "endpoint_errors": self.endpoint_errors,
+            "tunnels_opened": self.tunnels_opened,
+            "tunnels_closed": self.tunnels_closed,
+            "upgrade_failures": self.upgrade_failures,
+            "refused": self.refused,
+            "connections_refused": self.connections_refused,
+            "acme": self.acme,
+        }
+        for name, table in tables.items():
+            for *key, n in dump.get(name, []):
+                k = tuple(key) if len(key) > 1 else key[0]
+                table[k] = table.get(k, 0) + int(n)
+        for name, hists, bounds in (
+            ("latency", self.latency, LATENCY_BUCKETS),
+            ("tunnel_duration", self.tunnel_duration, TUNNEL_BUCKETS),
+        ):
+            for backend, data in dump.get(name, {}).items():
+                hists[backend] = Histogram.load(bounds, data)
+        for key, n in dump.get("reloads", {}).items():
+            if key in self.reloads:
+                self.reloads[key] = int(n)
+        process = dump.get("process", {})
+        self.cpu_before = float(process.get("cpu_seconds", 0.0))
+        self.started = float(process.get("start_time", self.started))
+
+
+def process_figures(stats: Stats) -> dict[str, float]:
+    """This worker's process figures for process_* metrics (CPU includes its predecessors')."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {
+        "cpu_seconds": stats.cpu_before + usage.ru_utime + usage.ru_stime,
+        "start_time": stats.started,
+        "max_fds": float(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+    }
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        figures["resident_memory_bytes"] = float(pages * os.sysconf("SC_PAGE_SIZE"))
+        figures["open_fds"] = float(len(os.listdir("/proc/self/fd")))
+    except OSError:  # not Linux: what getrusage knows (its peak, in KiB)
+        figures["resident_memory_bytes"] = float(usage.ru_maxrss * 1024)
+    return figures
+
+
+def resume(directory: str, index: int, stats: Stats) -> bool:
+    """Counters from the last snapshot of worker ``index`` in ``directory``, if one is there
+    (a worker restarted by the master); True when they were taken."""
+    try:
+        with open(os.path.join(directory, f"worker-{index}.json"), encoding="utf-8") as fh:
+            snap = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(snap, dict) or not isinstance(snap.get("stats"), dict):
+        return False
+    stats.resume(snap["stats"])
+    return True
 
 
 def write_snapshot(directory: str, index: int, data: dict[str, Any]) -> None:

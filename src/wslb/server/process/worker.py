@@ -21,7 +21,7 @@ import uvloop
 from wslb.balancer.endpoints import EndpointState
 from wslb.config.model import Config
 from wslb.server.observe.metrics import mark_stopping
-from wslb.server.observe.stats import Stats, write_snapshot
+from wslb.server.observe.stats import Stats, resume, write_snapshot
 from wslb.server.process.listener import Listener, bind_socket
 from wslb.server.process.reload import Loader, Ready, Watcher, _carry_over, _needs_socket, checked
 from wslb.server.state.backend import BackendState
@@ -56,7 +56,11 @@ class Worker:
         self.load = load
         self.watch = watch
         self.state_dir = state_dir  # with --admin: where snapshots go and drains come from
-        self.stats: Stats | None = Stats() if state_dir else None
+        self.stats: Stats | None = None
+        if state_dir:
+            self.stats = Stats()
+            if resume(state_dir, index, self.stats):  # the master started it again
+                log.info("worker %d: counters resumed from its predecessor's", index)
         self.api_drained: set[EndpointState] = set()
         self.drains_seen: tuple[int, int] | None = None
         self.reloading: asyncio.Lock | None = None
@@ -450,5 +454,21 @@ def snapshot(runtime: Runtime, index: int, stats: Stats) -> dict[str, Any]:
         ],
         "backends": backends,
         "connections": len(runtime.connections),
+        "certificates": served_certificates(runtime),
         "stats": stats.dump(),
     }
+
+
+def served_certificates(runtime: Runtime) -> list[dict[str, Any]]:
+    """Each certificate the listeners serve (files, Secrets, ACME): its name, hosts, notAfter."""
+    out: dict[tuple[str, tuple[str, ...]], float] = {}
+    for lst in runtime.listeners.values():
+        for pair in lst.certificates:
+            out[pair.label, pair.names] = pair.not_after
+    if runtime.acme is not None:
+        for name, served in runtime.acme.served.items():
+            out[name, tuple(served.cert.hosts)] = served.cert.not_after.timestamp()
+    return [
+        {"certificate": name, "hosts": list(hosts), "not_after": not_after}
+        for (name, hosts), not_after in sorted(out.items())
+    ]

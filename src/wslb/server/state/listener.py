@@ -9,6 +9,7 @@ import os
 import ssl
 
 from wslb.acme.manager import AcmeManager
+from wslb.config.certs import CertificatePair
 from wslb.config.model import Config, ListenerSpec
 from wslb.routing.table import RouteEntry, RouteTable
 from wslb.server.core.capacity import ConnectionCount, ProcessCount, share
@@ -63,6 +64,7 @@ class ListenerState:
         self.steps = listener_steps(spec, acme)
         self.ssl_context: ssl.SSLContext | None = None
         self.staplers: list[Stapler] = []  # OCSP, one per certificate that allows it
+        self.certificates: list[CertificatePair] = []  # what it serves (for their expiry)
         self.tls_files = _stamps(spec)  # a certificate file replaced in place is a change too
         if previous is not None:
             olds = {(r.spec, r.backend.name): r for r in previous.route_states}
@@ -77,6 +79,7 @@ class ListenerState:
             ):
                 self.ssl_context = previous.ssl_context
                 self.staplers = previous.staplers
+                self.certificates = previous.certificates
         if spec.tls is not None and self.ssl_context is None:
             alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
             self.ssl_context = server_context(
@@ -85,6 +88,7 @@ class ListenerState:
                 alpn,
                 self.staplers,
                 acme if spec.tls.acme else None,
+                self.certificates,
             )
 
     def is_trusted(self, ip: str) -> bool:
