@@ -418,6 +418,34 @@ def test_two_chromium_browsers_chat_across_pods(
     assert ["hello from alice", out["pods"][0]] in out["seenByBob"]
 
 
+def test_new_sessions_spread_over_pods_chromium(
+    cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    """A page load is a fixed number of requests (page, script, handshake): with round robin
+    every session of 3 pods landed on the same one. New sessions go to the fewest live ones."""
+    lb = wslb(chat_config(cluster))
+    pods = Counter(run_browser_script("browser_sessions.js", lb.url("web") + "/", "20")["pods"])
+    assert set(pods) == {"pod-0", "pod-1", "pod-2"} and max(pods.values()) <= 8, pods
+
+
+async def test_new_sessions_spread_over_pods_with_two_workers(
+    cluster: Cluster, wslb: Callable[..., Wslb]
+) -> None:
+    """300 python-socketio clients through 2 workers (each balancing the sessions it sees, ties
+    at random: no herding) end within 10 % of even over 3 pods."""
+    config = chat_config(cluster)
+    config["server"] = {"workers": 2}
+    lb = wslb(config)
+    clients = await _py_clients(lb.url("web"), 300, None, room="spread")
+    try:
+        pods = Counter(c.pod for c in clients)
+        assert set(pods) == {"pod-0", "pod-1", "pod-2"}, pods
+        assert all(90 <= n <= 110 for n in pods.values()), pods
+        assert all(c.connects == 1 and not c.errors for c in clients)
+    finally:
+        await _close(clients)
+
+
 async def test_presence_lists_who_is_online_and_on_which_pod(
     cluster: Cluster, wslb: Callable[..., Wslb]
 ) -> None:

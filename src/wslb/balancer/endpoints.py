@@ -11,6 +11,12 @@ Policies:
   its running score, takes the highest, and subtracts the total from the winner: weights 5,1,1
   give a a b a c a a, never a burst.
 * ``least_connections``: fewest ``active / weight``; ties go to smooth round robin among them.
+* new sessions (an Engine.IO handshake, a WebSocket upgrade that no session pins) on a
+  ``round_robin`` backend: :func:`pick_fewest_sessions`, fewest live sessions per weight (open
+  tunnels, plus handshakes of the last ``SESSION_WINDOW`` seconds not yet upgraded), ties broken
+  at random. A page load is a fixed number of requests, so round robin would send every
+  session of a page to the same pod; and random ties, not the first in line, keep workers (each
+  counts its own sessions) from herding onto one endpoint.
 
 Policies pick among *available* endpoints; callers cache that list (``available``) and rebuild it
 when a health state changes or when ``next_change`` says an ejection has ended.
@@ -20,9 +26,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Sequence
 
 _RNG = random.Random()
+SESSION_WINDOW = 30.0  # seconds a handshake counts as a live session before it is upgraded
 
 
 class EndpointState:
@@ -39,6 +47,7 @@ class EndpointState:
         "ewma_at",
         "healthy",
         "host",
+        "opening",
         "port",
         "terminating",
         "tunnels",
@@ -62,6 +71,7 @@ class EndpointState:
         self._fail_times: list[float] = []
         self.ewma = 0.0  # peak-EWMA of response-head latency, seconds (0: no sample yet)
         self.ewma_at = 0.0
+        self.opening: deque[float] = deque()  # when sessions not yet upgraded began here
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.address} healthy={self.healthy} active={self.active}>"
@@ -72,6 +82,22 @@ class EndpointState:
 
     def leave(self) -> None:
         self.active -= 1
+
+    def sessions(self, now: float) -> int:
+        """Live sessions here: open tunnels, and handshakes not yet upgraded (recent ones)."""
+        opening = self.opening
+        while opening and now - opening[0] > SESSION_WINDOW:
+            opening.popleft()
+        return self.tunnels + len(opening)
+
+    def session_opened(self, now: float) -> None:
+        """An Engine.IO handshake went here: a session, until it is upgraded (or old)."""
+        self.opening.append(now)
+
+    def session_upgraded(self) -> None:
+        """A session that began here became a tunnel (counted as one from now on)."""
+        if self.opening:
+            self.opening.popleft()
 
     def available(self, now: float) -> bool:
         return (
@@ -205,6 +231,33 @@ def pick_ewma(
         return (ep.ewma or floor) * (ep.active + 1)
 
     return a if score(a) <= score(b) else b
+
+
+def pick_fewest_sessions(
+    candidates: Sequence[EndpointState],
+    now: float,
+    exclude: EndpointState | None = None,
+    rng: random.Random = _RNG,
+) -> EndpointState | None:
+    """Fewest live sessions per weight among available ``candidates``; ties at random."""
+    best: list[EndpointState] = []
+    best_n = 0
+    for ep in candidates:
+        if ep is exclude:
+            continue
+        n = ep.sessions(now)
+        if not best:
+            best, best_n = [ep], n
+            continue
+        # n/w < best_n/v  <=>  n*v < best_n*w
+        lhs, rhs = n * best[0].weight, best_n * ep.weight
+        if lhs < rhs:
+            best, best_n = [ep], n
+        elif lhs == rhs:
+            best.append(ep)
+    if not best:
+        return None
+    return best[0] if len(best) == 1 else rng.choice(best)
 
 
 POLICIES = {

@@ -137,3 +137,50 @@ def test_backend_caches_availability_until_it_changes() -> None:
     b.health_changed()
     assert {b.pick(12.0) for _ in range(4)} == {one}
     assert b.pick(12.0, exclude=one) is None
+
+
+def test_new_sessions_go_to_the_fewest_live_sessions_ties_at_random() -> None:
+    import random
+
+    from wslb.balancer.endpoints import SESSION_WINDOW, pick_fewest_sessions
+
+    eps = [EndpointState(f"10.0.0.{i}", 80) for i in range(3)]
+    rng = random.Random(7)
+    # each pick opens a session there: 30 handshakes end 10/10/10, whatever the ties did
+    for _ in range(30):
+        ep = pick_fewest_sessions(eps, 100.0, rng=rng)
+        assert ep is not None
+        ep.session_opened(100.0)
+    assert [ep.sessions(100.0) for ep in eps] == [10, 10, 10]
+    # ties are broken at random, not by position: every endpoint gets first picks
+    firsts = Counter(pick_fewest_sessions(eps, 100.0, rng=rng) for _ in range(300))
+    assert set(firsts) == set(eps) and min(firsts.values()) > 50
+    # an upgrade moves a session from "opening" to a tunnel; old handshakes stop counting
+    eps[0].session_upgraded()
+    eps[0].tunnels += 1
+    assert eps[0].sessions(100.0) == 10
+    assert eps[1].sessions(100.0 + SESSION_WINDOW + 1) == 0
+    assert pick_fewest_sessions(eps, 100.0 + SESSION_WINDOW + 1, rng=rng) in eps[1:]
+    # weights count: twice the weight, twice the sessions before it is the fewest
+    heavy, light = EndpointState("a", 1, weight=2), EndpointState("b", 1)
+    for _ in range(30):
+        ep = pick_fewest_sessions([heavy, light], 0.0, rng=rng)
+        assert ep is not None
+        ep.session_opened(0.0)
+    assert (heavy.sessions(0.0), light.sessions(0.0)) == (20, 10)
+    assert pick_fewest_sessions([eps[0]], 0.0, exclude=eps[0]) is None
+
+
+def test_only_round_robin_backends_balance_sessions_by_count() -> None:
+    least = BackendState(
+        BackendSpec(name="b", balance="least_connections", endpoints=("a:1", "b:1"))
+    )
+    a, b = least.endpoints
+    a.session_opened(0.0)
+    a.session_opened(0.0)
+    b.active = 5
+    assert least.pick_session(0.0) is a  # least_connections: what its policy says
+    rr = BackendState(BackendSpec(name="r", endpoints=("a:1", "b:1")))
+    a, b = rr.endpoints
+    a.session_opened(0.0)
+    assert rr.pick_session(0.0) is b

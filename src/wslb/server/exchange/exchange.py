@@ -137,7 +137,15 @@ class Exchange(ResponseSide):
                 return
             ep: EndpointState | None = pinned
         elif route.chooser is None:
-            ep = backend.pick(loop.time(), failed)
+            now = loop.time()
+            if self.eio_version is not None:  # an Engine.IO handshake: a new session
+                ep = backend.pick_session(now, failed)
+                if ep is not None:
+                    ep.session_opened(now)
+            elif self.is_upgrade:  # a WebSocket that no session pins
+                ep = backend.pick_session(now, failed)
+            else:
+                ep = backend.pick(now, failed)
         else:
             ep = route.chooser.choose(self, backend, loop.time(), failed)
         if ep is None:

@@ -7,7 +7,13 @@ from __future__ import annotations
 import logging
 import ssl
 
-from wslb.balancer.endpoints import POLICIES, EndpointState, available, next_change
+from wslb.balancer.endpoints import (
+    POLICIES,
+    EndpointState,
+    available,
+    next_change,
+    pick_fewest_sessions,
+)
 from wslb.balancer.ring import HashRing
 from wslb.config.model import BackendSpec
 from wslb.middleware.limits import Gauge
@@ -66,6 +72,15 @@ class BackendState:
 
     def pick(self, now: float, exclude: EndpointState | None = None) -> EndpointState | None:
         return self._policy(self.available(now), exclude)
+
+    def pick_session(
+        self, now: float, exclude: EndpointState | None = None
+    ) -> EndpointState | None:
+        """The endpoint of a new session (Engine.IO handshake, WebSocket): fewest live sessions
+        on a round-robin backend (the default); another policy the backend names, else."""
+        if self.spec.balance != "round_robin":
+            return self.pick(now, exclude)
+        return pick_fewest_sessions(self.available(now), now, exclude)
 
     def pick_hashed(
         self, key: bytes, now: float, exclude: EndpointState | None = None
