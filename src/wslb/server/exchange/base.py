@@ -120,6 +120,7 @@ class ExchangeBase:
     preflight = False  # answered as a CORS preflight
     pinned: EndpointState | None = None  # the endpoint an Engine.IO sid names
     eio_version: bytes | None = None  # set on a polling handshake whose open packet we tag
+    opened_session = False  # counted as a new session on its endpoint (balancer/endpoints.py)
     tagger: OpenPacketTagger | None = None  # ... rewriting its body
     held_head: tuple[int, bytes, list[bytes], int | None] | None = None  # ... until it is in
     sent_at = 0.0

@@ -138,12 +138,13 @@ class Exchange(ResponseSide):
             ep: EndpointState | None = pinned
         elif route.chooser is None:
             now = loop.time()
-            if self.eio_version is not None:  # an Engine.IO handshake: a new session
+            if self.eio_version is not None or self.is_upgrade:
+                # a new session: an Engine.IO handshake, or a WebSocket that no sid pins; it
+                # counts there from now on (its upgrade's tunnel takes over the count)
                 ep = backend.pick_session(now, failed)
                 if ep is not None:
                     ep.session_opened(now)
-            elif self.is_upgrade:  # a WebSocket that no session pins
-                ep = backend.pick_session(now, failed)
+                    self.opened_session = True
             else:
                 ep = backend.pick(now, failed)
         else:

@@ -163,8 +163,8 @@ class ResponseSide(ExchangeBase):
         tunnel.request = f"{self._method()} {self._target()} HTTP/{self.head.version}"
         if self.holds is not None:  # the endpoint's count, the limit slots: the tunnel's now
             self.holds.move_to(tunnel.holds)
-        if self.pinned is not None:  # a session's upgrade: its tunnel counts it from now on
-            self.pinned.session_upgraded()
+        if self.pinned is not None or self.opened_session:
+            ep.session_upgraded()  # the session's tunnel counts it from now on
             self.holds = None
         down.become_tunnel(self, tunnel, up, tail)
 
