@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any, cast
 
 import psutil
 import pytest
@@ -88,6 +88,18 @@ def _fds(procs: list[psutil.Process]) -> int:
     return sum(p.num_fds() for p in procs)
 
 
+def _echo_config(echo_port: int, **listener: Any) -> dict[str, Any]:
+    """One plain listener (``listener`` adds to it) to bench/ws_echo.py on ``echo_port``."""
+    web = {"name": "web", "address": "127.0.0.1", "port": 0, "protocol": "http", **listener}
+    return {
+        "listeners": [web],
+        "backends": [
+            {"name": "ws", "endpoints": [f"127.0.0.1:{echo_port}"], "health": {"enabled": False}}
+        ],
+        "routes": [{"backend": "ws"}],
+    }
+
+
 def _assert_flat(rss_open: list[int], rss_closed: list[int]) -> None:
     """Flat: after the first round (which grows the allocator's arenas once), neither the RSS
     with every WebSocket open nor the RSS after closing them grows further."""
@@ -129,20 +141,7 @@ async def test_memory_flat_across_idle_websockets(
     n = _fit(int(os.environ.get("WSLB_IDLE_WEBSOCKETS", "10000")))
     rounds = int(os.environ.get("WSLB_IDLE_ROUNDS", "10"))
 
-    lb = wslb(
-        {
-            "server": {"workers": 2},
-            "listeners": [{"name": "web", "address": "127.0.0.1", "port": 0, "protocol": "http"}],
-            "backends": [
-                {
-                    "name": "ws",
-                    "endpoints": [f"127.0.0.1:{echo_port}"],
-                    "health": {"enabled": False},
-                }
-            ],
-            "routes": [{"backend": "ws"}],
-        }
-    )
+    lb = wslb({"server": {"workers": 2}, **_echo_config(echo_port)})
     port = lb.port("web")
     workers = _workers(lb)
     assert len(workers) == 2
@@ -199,27 +198,7 @@ async def test_memory_flat_across_idle_rfc8441_streams(
     conns = max(1, _fit(int(os.environ.get("WSLB_IDLE_STREAMS", "2000"))) // per_conn)
     n = conns * per_conn
     rounds = int(os.environ.get("WSLB_IDLE_ROUNDS", "5"))
-    lb = wslb(
-        {
-            "listeners": [
-                {
-                    "name": "web",
-                    "address": "127.0.0.1",
-                    "port": 0,
-                    "protocol": "http",
-                    "http2": True,
-                }
-            ],
-            "backends": [
-                {
-                    "name": "ws",
-                    "endpoints": [f"127.0.0.1:{echo_port}"],
-                    "health": {"enabled": False},
-                }
-            ],
-            "routes": [{"backend": "ws"}],
-        }
-    )
+    lb = wslb(_echo_config(echo_port, http2=True))
     port = lb.port("web")
     proc = [psutil.Process(lb.pid)]
     fds_idle = _fds(proc)
