@@ -23,6 +23,10 @@ and the paths a browser on an https:// origin takes (HTTP/2 by ALPN; measured in
     connections, to the same RFC 6455 echo backend over HTTP/1.1
   * idle RFC 8441 WebSockets: RSS growth per stream with 5,000 open, 100 per connection
 A proxy that cannot do one of these (nginx has no HTTP/2 upstream and no RFC 8441) shows n/a.
+and what a reconnect storm costs (new connections, not the relay):
+  * WebSocket handshakes: 50 clients in a loop (connect, upgrade, 101, Close, close):
+    handshakes/s, p99, proxy CPU per handshake
+  * HTTP with one request per connection: wrk -c20 -H "Connection: close"
 CPU is the proxy processes' utime + stime from /proc/PID/stat over the measured window; a
 "message" is one echo round trip (the proxy relays it twice). Ratios are against nginx measured in
 the same run: absolute numbers on a shared machine are noise, ratios much less so.
@@ -168,6 +172,11 @@ class Result:
     ws8441: dict[str, float] = field(default_factory=dict)  # RFC 8441 64 B echo
     idle_rss_per_stream: float = 0.0
     idle_streams: int = 0
+    hs_per_s: float = 0.0  # WebSocket handshakes, a client connection each
+    hs_p99_us: float = 0.0
+    hs_cpu_us: float = 0.0
+    close_rps: float = 0.0  # HTTP, one request per client connection
+    close_cpu_us: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -375,7 +384,12 @@ class Wslb(Proxy):
 
 
 def run_wrk(
-    port: int, seconds: float, core: str | None, paths: tuple[str, ...] = ("/",)
+    port: int,
+    seconds: float,
+    core: str | None,
+    paths: tuple[str, ...] = ("/",),
+    connections: int = 50,
+    headers: tuple[str, ...] = (),
 ) -> tuple[int, float, float]:
     """wrk -c50; several ``paths`` are requested in turn (a Lua script of prepared requests)."""
     script: list[str] = []
@@ -393,9 +407,10 @@ def run_wrk(
             *pin(core),
             exe("wrk"),
             "-t1",
-            "-c50",
+            f"-c{connections}",
             f"-d{max(1, round(seconds))}s",
             "--latency",
+            *(arg for h in headers for arg in ("-H", h)),
             *script,
             f"http://127.0.0.1:{port}{paths[0]}",
         ],
@@ -455,9 +470,15 @@ def measure(
 
 
 def run_ws(
-    proxy: Proxy, size: int, seconds: float, core: str | None, h2: bool = False
+    proxy: Proxy,
+    size: int,
+    seconds: float,
+    core: str | None,
+    h2: bool = False,
+    handshakes: bool = False,
 ) -> dict[str, float]:
-    """50 WebSockets echoing ``size`` B; ``h2``: as RFC 8441 streams, 10 per h2c connection."""
+    """50 WebSockets echoing ``size`` B; ``h2``: as RFC 8441 streams, 10 per h2c connection;
+    ``handshakes``: 50 clients opening and closing WebSockets in a loop instead."""
     p = subprocess.Popen(
         [
             *pin(core),
@@ -472,6 +493,7 @@ def run_ws(
             "--connections",
             "50",
             *(["--h2", "10"] if h2 else []),
+            *(["--handshakes", "50"] if handshakes else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -656,6 +678,7 @@ def bench(names: list[str], seconds: float, idle: int, rounds: int = 1) -> list[
                         flush=True,
                     )
                 browser_paths(proxy, res, seconds, load_core)
+                churn(proxy, res, seconds, load_core)
             finally:
                 proxy.stop()
             if idle:
@@ -720,6 +743,25 @@ def browser_paths(proxy: Proxy, res: Result, seconds: float, core: str | None) -
     )
 
 
+def churn(proxy: Proxy, res: Result, seconds: float, core: str | None) -> None:
+    """The rows of a reconnect storm: WebSocket handshakes, one request per connection."""
+    r = run_ws(proxy, 0, seconds, core, handshakes=True)
+    res.hs_per_s, res.hs_p99_us, res.hs_cpu_us = r["per_s"], r["p99_us"], r["cpu_us"]
+    if r.get("failed"):
+        print(f"  {r['failed']} handshakes failed", flush=True)
+    res.close_rps, _, res.close_cpu_us = measure(
+        proxy.pids(),
+        partial(run_wrk, proxy.port, core=core, connections=20, headers=("Connection: close",)),
+        seconds,
+    )
+    print(
+        f"  ws handshakes: {res.hs_per_s:.0f}/s, p99 {res.hs_p99_us:.0f} us, "
+        f"{res.hs_cpu_us:.1f} us CPU each; one request per connection: "
+        f"{res.close_rps:.0f} req/s, {res.close_cpu_us:.1f} us CPU each",
+        flush=True,
+    )
+
+
 BROWSER_SCALARS = (
     "h2c_rps",
     "h2c_mean_ms",
@@ -728,6 +770,11 @@ BROWSER_SCALARS = (
     "poll1_cpu_us",
     "poll2_rps",
     "poll2_cpu_us",
+    "hs_per_s",
+    "hs_p99_us",
+    "hs_cpu_us",
+    "close_rps",
+    "close_cpu_us",
 )
 
 
@@ -806,7 +853,30 @@ def table(results: list[Result]) -> str:
                 f"{ratio(r.http_rps, base.http_rps)} | {ratio(r.h2_rps, base.h2_rps)} | "
                 f"{ratio(r.ws[64]['msgs_per_s'], base.ws[64]['msgs_per_s'])} |"
             )
-    return "\n".join([*rows, "", *browser_table(results)])
+    return "\n".join([*rows, "", *browser_table(results), "", *churn_table(results)])
+
+
+def churn_table(results: list[Result]) -> list[str]:
+    """What a reconnect storm costs: new WebSockets and new connections, against nginx."""
+    base = next((r for r in results if r.name == "nginx"), None)
+
+    def ratio(value: float, ref: float) -> str:
+        return f"{value / ref:.2f}x" if value and ref else "n/a"
+
+    rows = [
+        "Reconnect storms (a new client connection each):",
+        "",
+        "| proxy | WS handshakes/s | p99 us | CPU us/handshake | vs nginx | 1 req/conn req/s | "
+        "CPU us/req | vs nginx |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r.name} | {r.hs_per_s:.0f} | {r.hs_p99_us:.0f} | {r.hs_cpu_us:.1f} | "
+            f"{ratio(r.hs_cpu_us, base.hs_cpu_us if base else 0)} | {r.close_rps:.0f} | "
+            f"{r.close_cpu_us:.1f} | {ratio(r.close_cpu_us, base.close_cpu_us if base else 0)} |"
+        )
+    return rows
 
 
 def browser_table(results: list[Result]) -> list[str]:

@@ -4,6 +4,9 @@
         prints JSON: messages, msgs_per_s, p50_us, p99_us
     python bench/ws_load.py --port P --idle 5000
         opens 5000 WebSockets, prints "ready", holds them until stdin closes
+    python bench/ws_load.py --port P --handshakes 50 --seconds 10
+        50 clients in a loop: connect, upgrade, 101, Close, close; prints JSON: handshakes,
+        per_s, p50_us, p99_us (a reconnect storm's unit of work)
     --h2 10: the WebSockets are RFC 8441 streams (extended CONNECT, h2c with prior knowledge),
         10 on each HTTP/2 connection: --connections 50 --h2 10 is 50 streams on 5 connections
 
@@ -20,6 +23,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 
 import ngh2
 import uvloop
@@ -315,6 +319,98 @@ def close(clients: list[Client] | list[H2Stream]) -> None:
             t.close()
 
 
+CLOSE = bytes((0x88, 0x82)) + b"\0\0\0\0" + (1000).to_bytes(2, "big")  # masked, zero key
+
+
+class Handshaker(asyncio.Protocol):
+    """One WebSocket's life: the upgrade, its 101, a Close, the server's Close, the end."""
+
+    def __init__(self, done: asyncio.Future[bool]) -> None:
+        self.done = done
+        self.buf = b""
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(HANDSHAKE.format(key=key).encode())
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.open:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            ok = self.buf.startswith(b"HTTP/1.1 101")
+            self.buf = self.buf[end + 4 :]
+            if not ok:
+                self.finish(False)
+                return
+            self.open = True
+            assert self.transport is not None
+            self.transport.write(CLOSE)
+        if len(self.buf) >= 2 and self.buf[0] & 0x0F == 0x8:  # the server's Close
+            self.finish(True)
+
+    def finish(self, ok: bool) -> None:
+        if not self.done.done():
+            self.done.set_result(ok)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+
+
+async def run_handshakes(
+    port: int, clients: int, seconds: float, warmup: float
+) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    failed = 0
+    state = {"recording": False, "running": True}
+
+    async def client() -> None:
+        nonlocal failed
+        while state["running"]:
+            t0 = time.perf_counter()
+            done: asyncio.Future[bool] = loop.create_future()
+            try:
+                await loop.create_connection(partial(Handshaker, done), "127.0.0.1", port)
+                ok = await done
+            except OSError:
+                ok = False
+            if state["recording"]:
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    failed += 1
+
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    await asyncio.sleep(warmup)
+    print("start", flush=True)
+    state["recording"] = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    state["recording"] = False
+    elapsed = time.perf_counter() - t0
+    print("stop", flush=True)
+    state["running"] = False
+    await asyncio.gather(*tasks)
+    lat = sorted(latencies)
+    count = len(lat)
+    return {
+        "messages": count,  # (run_ws's name for what is divided by: here, handshakes)
+        "handshakes": count,
+        "per_s": count / elapsed,
+        "p50_us": lat[count // 2] * 1e6 if count else 0.0,
+        "p99_us": lat[int(count * 0.99)] * 1e6 if count else 0.0,
+        "failed": failed,
+    }
+
+
 async def hold_idle(port: int, n: int, h2: int = 0) -> None:
     stats = Stats()
     stats.running = False
@@ -334,7 +430,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--idle", type=int, default=0)
     ap.add_argument("--h2", type=int, default=0, help="RFC 8441 streams per h2c connection")
+    ap.add_argument("--handshakes", type=int, default=0, help="clients opening and closing")
     args = ap.parse_args()
+    if args.handshakes:
+        print(
+            json.dumps(
+                uvloop.run(run_handshakes(args.port, args.handshakes, args.seconds, args.warmup))
+            )
+        )
+        return
     if args.idle:
         uvloop.run(hold_idle(args.port, args.idle, args.h2))
         return
