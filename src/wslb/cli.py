@@ -27,7 +27,7 @@ import yaml
 
 from wslb.config.file import read_config
 from wslb.config.model import Config
-from wslb.config.source import DUPLICATE_KEY
+from wslb.config.source import DUPLICATE_KEY, STDIN, STDIN_NAME
 from wslb.config.units import parse_duration
 from wslb.errors import ConfigError, ConfigIssue
 
@@ -470,8 +470,7 @@ def _json_report(where: str, issues: list[ConfigIssue], ok: bool) -> str:
         {
             "source": where,
             "ok": ok,
-            "errors": sum(1 for i in issues if i.severity == "error"),
-            "warnings": sum(1 for i in issues if i.severity == "warning"),
+            **_counts(issues),
             "issues": [
                 {
                     "source": i.source,
@@ -492,10 +491,16 @@ def _print_issues(issues: list[ConfigIssue]) -> None:
         print(issue, file=sys.stderr)
 
 
+def _counts(issues: list[ConfigIssue]) -> dict[str, int]:
+    return {
+        "errors": sum(1 for i in issues if i.severity == "error"),
+        "warnings": sum(1 for i in issues if i.severity == "warning"),
+    }
+
+
 def _summary(where: str, issues: list[ConfigIssue]) -> str:
-    errors = sum(1 for i in issues if i.severity == "error")
-    warnings = sum(1 for i in issues if i.severity == "warning")
-    return f"{where}: {errors} error(s), {warnings} warning(s)"
+    n = _counts(issues)
+    return f"{where}: {n['errors']} error(s), {n['warnings']} warning(s)"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -540,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "controller":
         return _controller(args)
     where = getattr(args, "config", None) or ", ".join(args.filename)
-    where = "<stdin>" if where == "-" else where
+    where = STDIN_NAME if where == STDIN else where
     if args.command in ("check", "render"):
         config, issues = _load(args)
         issues += _secret_warning(args)
@@ -559,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line)
         return 0
 
-    if args.config == "-" or "-" in args.filename:
+    if args.config == STDIN or STDIN in args.filename:
         print("standard input (-) is for check and render: serve reloads", file=sys.stderr)
         return 2
     _setup_logging(args.log_level, args.log_format)

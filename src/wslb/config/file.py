@@ -21,10 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from wslb.config.model import Config
-from wslb.config.source import DUPLICATE_KEY, Locator, load_documents
+from wslb.config.source import DUPLICATE_KEY, STDIN, STDIN_NAME, Locator, load_documents
 from wslb.errors import ConfigError, ConfigIssue
-
-STDIN = "-"  # the path that means standard input (named "<stdin>" in what is reported)
 
 
 def read_config(path: str) -> tuple[Config, list[ConfigIssue]]:
@@ -33,7 +31,7 @@ def read_config(path: str) -> tuple[Config, list[ConfigIssue]]:
 
     Raises :class:`ConfigError` listing every error (warnings included for context)."""
     if path == STDIN:
-        return parse_config(sys.stdin.read(), "<stdin>")
+        return parse_config(sys.stdin.read(), STDIN_NAME)
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()

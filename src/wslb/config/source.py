@@ -48,6 +48,7 @@ class Locator:
         return ConfigIssue(self.source, self.line(path), dotted(path), message, severity)
 
 
+STDIN, STDIN_NAME = "-", "<stdin>"  # the path meaning standard input, and its name in issues
 DUPLICATE_KEY = "duplicate key"  # a key given twice in one mapping: the last one stands
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wslb.config.kubernetes.schema import shape_errors
-from wslb.config.source import Locator, Path, load_documents
+from wslb.config.source import STDIN, STDIN_NAME, Locator, Path, load_documents
 from wslb.errors import ConfigIssue
 
 KINDS = ("Ingress", "Service", "EndpointSlice", "Endpoints", "Secret", "ConfigMap", "IngressClass")
@@ -52,7 +52,7 @@ def _files(paths: Iterable[str]) -> tuple[list[str], list[ConfigIssue]]:
     files: list[str] = []
     issues: list[ConfigIssue] = []
     for p in paths:
-        if p == "-":  # standard input
+        if p == STDIN:
             files.append(p)
         elif os.path.isdir(p):
             for dirpath, _dirs, names in sorted(os.walk(p)):
@@ -70,8 +70,8 @@ def load_objects(paths: Iterable[str]) -> tuple[list[KObject], list[ConfigIssue]
     files, issues = _files(paths)
     objects: list[KObject] = []
     for path in files:
-        if path == "-":
-            text, path = sys.stdin.read(), "<stdin>"
+        if path == STDIN:
+            text, path = sys.stdin.read(), STDIN_NAME
         else:
             try:
                 with open(path, encoding="utf-8") as fh:

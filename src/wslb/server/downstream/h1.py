@@ -45,7 +45,6 @@ from wslb.server.state.listener import ListenerState
 from wslb.server.state.runtime import Runtime
 from wslb.server.tunnel.relay import Tunnel
 from wslb.server.upstream.base import Upstream
-from wslb.server.upstream.h1 import UpstreamHTTP
 
 log = logging.getLogger("wslb.http")
 CRLF = b"\r\n"
@@ -393,8 +392,6 @@ class DownstreamHTTP(ResponseFraming, asyncio.Protocol):
         # Both connections belong to the tunnel's relays now.
         self.closed = True
         self._release()
-        if isinstance(up, UpstreamHTTP):
-            up.release()
 
     # ------------------------------------------------------------------ lifecycle
     def exchange_finished(self, ex: ExchangeBase) -> None:

@@ -33,7 +33,6 @@ from wslb.server.state.listener import ListenerState
 from wslb.server.state.runtime import Runtime
 from wslb.server.tunnel.relay import Tunnel
 from wslb.server.upstream.base import Upstream
-from wslb.server.upstream.h1 import UpstreamHTTP
 
 log = logging.getLogger("wslb.http2")
 
@@ -230,8 +229,6 @@ class ServerStream(H2Stream):
             client_bytes=client_bytes,
             upstream_bytes=tail,
         )
-        if isinstance(up, UpstreamHTTP):  # its connection belongs to the relay now
-            up.release()
         relay = cast(asyncio.Protocol | None, self.protocol)
         if self.remote_closed and relay is not None and not relay.eof_received():
             self.close()  # the client ended its side before the tunnel started

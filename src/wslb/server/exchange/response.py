@@ -28,6 +28,7 @@ from wslb.server.exchange.contract import (
 )
 from wslb.server.tunnel.relay import Tunnel
 from wslb.server.upstream.base import Upstream
+from wslb.server.upstream.h1 import UpstreamHTTP
 
 log = logging.getLogger("wslb.http")
 
@@ -163,10 +164,12 @@ class ResponseSide(ExchangeBase):
         tunnel.request = f"{self._method()} {self._target()} HTTP/{self.head.version}"
         if self.holds is not None:  # the endpoint's count, the limit slots: the tunnel's now
             self.holds.move_to(tunnel.holds)
+            self.holds = None
         if self.pinned is not None or self.opened_session:
             ep.session_upgraded()  # the session's tunnel counts it from now on
-            self.holds = None
         down.become_tunnel(self, tunnel, up, tail)
+        if isinstance(up, UpstreamHTTP):  # its connection is the relay's (or closed) now
+            up.release()
 
     def upstream_write_paused(self) -> None:
         self.upstream_paused_since = self.down.loop.time()

@@ -277,13 +277,13 @@ def process_metrics(figures: list[dict[str, float]]) -> Iterator[Metric]:
     memory and descriptors summed, the lowest descriptor limit, the first start (a worker
     started again keeps its predecessor's start and CPU time: the counter does not drop)."""
     figures = [f for f in figures if f]
-    if not figures:
-        return
-    cpu = CounterMetricFamily(
-        "process_cpu_seconds", "User and system CPU time of the workers, in seconds"
-    )
-    cpu.add_metric([], sum(f["cpu_seconds"] for f in figures))
-    yield cpu
+    cpus = [f["cpu_seconds"] for f in figures if "cpu_seconds" in f]
+    if cpus:
+        cpu = CounterMetricFamily(
+            "process_cpu_seconds", "User and system CPU time of the workers, in seconds"
+        )
+        cpu.add_metric([], sum(cpus))
+        yield cpu
     for name, doc, key, combine in (
         (
             "process_resident_memory_bytes",

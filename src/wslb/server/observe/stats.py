@@ -1,7 +1,8 @@
 """What a worker counts, and the snapshot it publishes for the admin listener.
 
 Only with ``--admin``: the data path then adds a few dictionary updates per request and per
-tunnel (no locks, no prometheus objects: a worker is one thread). Once a second each worker
+tunnel (no locks, no prometheus objects: a worker is one thread; the process figures are
+prometheus_client's, read once a second for the snapshot). Once a second each worker
 writes a snapshot (its state and its counters) as JSON to the shared state directory; the admin
 listener (server/observe/admin.py) sums the workers' snapshots into Prometheus metrics, the
 JSON API and the dashboard. Workers share nothing else.
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from bisect import bisect_left
 from typing import Any
+
+from prometheus_client.process_collector import ProcessCollector
 
 from wslb.server.observe.records import RequestRecord, TunnelRecord
 
@@ -183,21 +185,21 @@ class Stats:
         self.started = float(process.get("start_time", self.started))
 
 
+# prometheus_client's reading of /proc/self (whichever process calls it; nothing on other
+# systems): process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+_PROCESS = ProcessCollector(registry=None)
+
+
 def process_figures(stats: Stats) -> dict[str, float]:
-    """This worker's process figures for process_* metrics (CPU includes its predecessors')."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    figures = {
-        "cpu_seconds": stats.cpu_before + usage.ru_utime + usage.ru_stime,
-        "start_time": stats.started,
-        "max_fds": float(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
-    }
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            pages = int(fh.read().split()[1])
-        figures["resident_memory_bytes"] = float(pages * os.sysconf("SC_PAGE_SIZE"))
-        figures["open_fds"] = float(len(os.listdir("/proc/self/fd")))
-    except OSError:  # not Linux: what getrusage knows (its peak, in KiB)
-        figures["resident_memory_bytes"] = float(usage.ru_maxrss * 1024)
+    """This worker's process figures for process_* metrics (CPU includes its predecessors',
+    the start is the first worker's of this index)."""
+    read = {s.name: float(s.value) for m in _PROCESS.collect() for s in m.samples}
+    figures = {"start_time": stats.started}
+    if "process_cpu_seconds_total" in read:
+        figures["cpu_seconds"] = stats.cpu_before + read["process_cpu_seconds_total"]
+    for key in ("resident_memory_bytes", "open_fds", "max_fds"):
+        if "process_" + key in read:
+            figures[key] = read["process_" + key]
     return figures
 
 
